@@ -32,7 +32,8 @@ import numpy as np
 import pandas as pd
 
 from robustmm import data
-from robustmm.text_encoder import OFFLINE_ENCODER, TextEncoder
+from robustmm.presets import get_preset
+from robustmm.text_encoder import TextEncoder
 
 STATISTICS = ("mean", "std")
 
@@ -92,15 +93,19 @@ TRANSCRIPT_PATTERN = re.compile(r"(\d+_)?transcript\.csv", re.IGNORECASE)
 STREAMS = (MFCC, FACE)
 
 
+# Default lengths and encoder are the preset's, so a default import is what `--dataset avec2019` trains on.
+_PRESET = get_preset("avec2019")
+
+
 @dataclass(frozen=True)
 class ImportSettings:
     window_seconds: float = 1.0
     statistics: tuple[str, ...] = STATISTICS
-    text_length: int = 512
-    audio_length: int = 1000
-    vision_length: int = 1000
+    text_length: int = _PRESET.seq_lens[0]
+    audio_length: int = _PRESET.seq_lens[1]
+    vision_length: int = _PRESET.seq_lens[2]
     min_face_confidence: float = 0.8
-    text_encoder: str = OFFLINE_ENCODER
+    text_encoder: str = _PRESET.text_encoder
     device: str = "auto"
     batch_size: int = 16
     chunk_rows: int = 20000
@@ -480,15 +485,15 @@ def import_avec2019(
     data_dir: str | Path,
     out: str | Path,
     *,
-    window_seconds: float = 1.0,
-    statistics: tuple[str, ...] = STATISTICS,
-    text_length: int = 512,
-    audio_length: int = 1000,
-    vision_length: int = 1000,
-    min_face_confidence: float = 0.8,
-    text_encoder: str = OFFLINE_ENCODER,
-    device: str = "auto",
-    batch_size: int = 16,
+    window_seconds: float = ImportSettings.window_seconds,
+    statistics: tuple[str, ...] = ImportSettings.statistics,
+    text_length: int = ImportSettings.text_length,
+    audio_length: int = ImportSettings.audio_length,
+    vision_length: int = ImportSettings.vision_length,
+    min_face_confidence: float = ImportSettings.min_face_confidence,
+    text_encoder: str = ImportSettings.text_encoder,
+    device: str = ImportSettings.device,
+    batch_size: int = ImportSettings.batch_size,
 ) -> ImportReport:
     """Import an AVEC2019 DDS folder into the `.pkl` at `out`; problems are in the report, not exceptions.
 

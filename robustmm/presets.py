@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from robustmm.text_encoder import OFFLINE_ENCODER
+
 MODALITIES = ("text", "audio", "vision")
 
 
@@ -134,9 +136,9 @@ PRESETS: dict[str, Preset] = {
         label_range=(0.0, 24.0),
         metric_family="avec",
         language="en",
-        text_encoder=ENGLISH_ENCODER,
+        text_encoder=OFFLINE_ENCODER,
         seq_lens=(512, 1000, 1000),
-        feature_dims=(768, 78, 98),
+        feature_dims=(384, 78, 98),
         missing_rates=_grid(0.5),
         tfr_net=TFRNetParams(
             recon_weights=(1.0, 1.0, 1.0), batch_size=8, learning_rate_bert=2e-6, early_stop=10, max_epochs=60
@@ -144,7 +146,8 @@ PRESETS: dict[str, Preset] = {
         notes=(
             "No upstream TFR-Net settings. One row per interview (163 training subjects): batch 8, a longer "
             "patience, equal reconstruction weights on train-normalised features; lengths are pooled windows "
-            "(1 s windows, mean and std of 39 MFCC and 49 face features)."
+            "(1 s windows, mean and std of 39 MFCC and 49 face features) and 512 transcript tokens, as "
+            "`robustmm import-avec2019` writes by default (offline MiniLM transcript encoder, H = 384)."
         ),
     ),
 }

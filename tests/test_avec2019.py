@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from robustmm import avec2019, cli, data
+from robustmm.presets import get_preset
 
 MFCC_HEADER = ["name", "frameTime"] + [
     f"pcm_fftMag_mfcc{order}[{index}]" for order in ("", "_de", "_de_de") for index in range(13)
@@ -292,3 +293,13 @@ def test_unusable_settings_and_label_files_are_refused(tmp_path):
     write_splits(tmp_path, "Participant_ID;PHQ_Score\n300;3\n", "Participant_ID,PHQ_Score\n", "Participant_ID,PHQ_Score\n")
     with pytest.raises(ValueError, match="train_split.csv: needs columns Participant_ID and one of PHQ_Score, PHQ8_Score"):
         avec2019.import_avec2019(tmp_path, tmp_path / "out.pkl")
+
+
+def test_default_import_has_the_dims_and_lengths_of_the_preset(imported):
+    _, _, _, loaded = imported
+    preset = get_preset("avec2019")
+    train = loaded["train"]
+    assert (train["text"].shape[-1], train["audio"].shape[-1], train["vision"].shape[-1]) == preset.feature_dims
+    defaults = avec2019.ImportSettings()
+    assert (defaults.text_length, defaults.audio_length, defaults.vision_length) == preset.seq_lens
+    assert defaults.text_encoder == preset.text_encoder
