@@ -83,8 +83,8 @@ def write_splits(root, train: str, dev: str, test: str) -> None:
 
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory):
-    """Train 300-306 (good, archive, missing file, wrong separator, missing columns, truncated archive, failed
-    face frames), dev 310 (older PHQ8_Score spelling) and 311 (no folder), test 320."""
+    """Train 300-307 (good, archive, missing file, wrong separator, missing columns, truncated archive, failed
+    face frames, tab-separated transcript), dev 310 (older PHQ8_Score spelling) and 311 (no folder), test 320."""
     root = tmp_path_factory.mktemp("edaic")
     write_folder(root, 300, participant_files(300, offset=1.0))
     write_archive(root / "301_P.tar.gz", 301, participant_files(301, offset=3.0))
@@ -118,6 +118,9 @@ def imported(tmp_path_factory):
         "features/306_opensmile2.3.0_mfcc.csv": mfcc_csv(3.0, 0.0),
         "features/306_openface2.1.0_pose_gaze_aus.csv": face_csv(face_rows),
     })
+    files = participant_files(307, offset=13.0)
+    files["307_Transcript.csv"] = "start_time\tstop_time\tspeaker\tvalue\n36.5\t39.7\tParticipant\tyeah\n"
+    write_folder(root, 307, files)
     write_folder(root, 310, participant_files(310, offset=20.0))
     write_folder(root, 320, participant_files(320, offset=30.0))
     write_folder(root, 399, participant_files(399, offset=0.0))  # in no split file
@@ -125,7 +128,7 @@ def imported(tmp_path_factory):
     write_splits(
         root,
         "Participant_ID,Gender,PHQ_Binary,PHQ_Score\n300,1,0,3\n301,0,1,12\n302,1,0,5\n303,0,0,7\n304,1,1,20\n"
-        "305,0,1,15\n306,1,0,1\n",
+        "305,0,1,15\n306,1,0,1\n307,0,0,9\n",
         "Participant_ID,PHQ8_Binary,PHQ8_Score,Gender\n310,1,18,0\n311,0,2,1\n",
         "Participant_ID,Gender,PHQ_Binary,PHQ_Score\n320,1,0,4\n",
     )
@@ -163,19 +166,19 @@ def test_frame_on_a_window_boundary_opens_the_next_window():
 def test_output_shapes_labels_and_meta(imported):
     _, _, report, loaded = imported
     train, valid, test = loaded["train"], loaded["valid"], loaded["test"]
-    assert list(rows_by_pid(train)) == ["300", "301", "302", "303", "304", "305", "306"]
+    assert list(rows_by_pid(train)) == ["300", "301", "302", "303", "304", "305", "306", "307"]
     assert list(rows_by_pid(valid)) == ["310"] and list(rows_by_pid(test)) == ["320"]
-    assert train["regression_labels"].tolist() == [3, 12, 5, 7, 20, 15, 1]
+    assert train["regression_labels"].tolist() == [3, 12, 5, 7, 20, 15, 1, 9]
     assert valid["regression_labels"].tolist() == [18]  # read from PHQ8_Score
-    assert train["audio"].shape == (7, 5, 78) and train["vision"].shape == (7, 4, 98)
-    assert train["text_bert"].shape == (7, 3, TEXT_LENGTH) and train["text"].shape == (7, TEXT_LENGTH, 384)
+    assert train["audio"].shape == (8, 5, 78) and train["vision"].shape == (8, 4, 98)
+    assert train["text_bert"].shape == (8, 3, TEXT_LENGTH) and train["text"].shape == (8, TEXT_LENGTH, 384)
     meta = loaded["meta"]
     assert meta["feature_names"]["audio"][0] == "mean(pcm_fftMag_mfcc[0])"
     assert meta["feature_names"]["vision"][-1] == "std(AU45_c)" and len(meta["feature_names"]["vision"]) == 98
     assert meta["importer"]["window_seconds"] == WINDOW and meta["importer"]["statistics"] == ["mean", "std"]
     assert meta["importer"]["split_files"]["valid"] == "labels/dev_split.csv"
-    assert meta["import_report"]["participants"] == {"train": 7, "valid": 1, "test": 1}
-    assert report.participants == {"train": 7, "valid": 1, "test": 1}
+    assert meta["import_report"]["participants"] == {"train": 8, "valid": 1, "test": 1}
+    assert report.participants == {"train": 8, "valid": 1, "test": 1}
 
 
 def test_transcript_is_ordered_by_start_time(imported):
@@ -235,6 +238,8 @@ def test_wrong_separator_and_missing_columns_are_reported(imported):
     reason = problems_of(report, "304")["vision"]
     assert "missing columns AU26_c, AU28_c, AU45_c" in reason and "304_OpenFace2.1.0_Pose_gaze_AUs.csv" in reason
     assert loaded["train"]["vision_lengths"][rows["304"]] == 0 and loaded["train"]["audio_lengths"][rows["304"]] == 3
+    assert "transcript lacks columns Start_Time, Text (separator must be ',')" in problems_of(report, "307")["text"]
+    assert np.all(loaded["train"]["text_bert"][rows["307"]] == 0) and loaded["train"]["raw_text"][rows["307"]] == ""
 
 
 def test_truncated_archive_keeps_what_was_read(imported):
@@ -264,7 +269,7 @@ def test_cli_imports_and_prints_the_summary(imported, tmp_path, capsys):
         "--text-length", str(TEXT_LENGTH), "--audio-length", "5", "--vision-length", "4", "--device", "cpu",
     ])
     assert code == 0
-    assert "imported 9 participants (train 7, valid 1, test 1)" in capsys.readouterr().out
+    assert "imported 10 participants (train 8, valid 1, test 1)" in capsys.readouterr().out
     assert second.read_bytes() == out.read_bytes()  # deterministic, and independent of where it is written
 
 
