@@ -133,7 +133,7 @@ class InputProblem(Exception):
 
 
 class TruncatedArchive(Exception):
-    pass
+    """A participant archive that ends early or is corrupt: nothing after this point can be read."""
 
 
 # ---------------------------------------------------------------------------------------------- pooling
@@ -211,7 +211,7 @@ def pool_stream(binary: BinaryIO, stream: Stream, settings: ImportSettings) -> t
                 times = np.where(valid, times, np.nan)
             pool.add(times, chunk[list(stream.feature_columns)].to_numpy())
     except (tarfile.TarError, EOFError, zlib.error) as error:
-        raise TruncatedArchive(f"archive ended inside {stream.description.split()[0]} file ({error})") from None
+        raise TruncatedArchive(f"archive ended while reading this file ({error})") from None
     except (ValueError, pd.errors.ParserError) as error:
         raise InputProblem(f"unreadable rows ({str(error).splitlines()[0]})") from None
     finally:
@@ -222,9 +222,9 @@ def pool_stream(binary: BinaryIO, stream: Stream, settings: ImportSettings) -> t
 def read_transcript(binary: BinaryIO) -> str:
     """The participant's utterances (`Text` ordered by `Start_Time`) joined with spaces."""
     try:
-        table = pd.read_csv(binary, dtype={"Text": str}, keep_default_na=False)
+        table = pd.read_csv(binary, dtype=str, keep_default_na=False)
     except (tarfile.TarError, EOFError, zlib.error) as error:
-        raise TruncatedArchive(f"archive ended inside the transcript ({error})") from None
+        raise TruncatedArchive(f"archive ended while reading this file ({error})") from None
     except (ValueError, pd.errors.ParserError) as error:
         raise InputProblem(f"unreadable transcript ({str(error).splitlines()[0]})") from None
     table.columns = [str(name).strip() for name in table.columns]

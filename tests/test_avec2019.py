@@ -8,7 +8,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from robustmm import avec2019, cli, data
+from robustmm import avec2019, cli, data, missing
 from robustmm.presets import get_preset
 
 MFCC_HEADER = ["name", "frameTime"] + [
@@ -308,3 +308,12 @@ def test_default_import_has_the_dims_and_lengths_of_the_preset(imported):
     defaults = avec2019.ImportSettings()
     assert (defaults.text_length, defaults.audio_length, defaults.vision_length) == preset.seq_lens
     assert defaults.text_encoder == preset.text_encoder
+
+
+def test_rows_with_a_missing_modality_go_through_the_missing_protocol(imported):
+    _, _, _, loaded = imported
+    train = loaded["train"]
+    corrupted = missing.simulate_missing(train, rates=(0.5, 0.5, 0.5), seeds=(111, 1111, 11111))
+    empty_audio = train["audio_lengths"] == 0
+    assert empty_audio.any() and corrupted["audio_keep"][empty_audio].sum() == 0
+    assert np.all(corrupted["text_bert_m"][train["text_bert"][:, 1].sum(axis=1) == 0] == 0)
