@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from robustmm import data
+from robustmm.features import cli as features_cli
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect", help="summarise and validate a .pkl feature file")
     inspect.add_argument("file", help="the .pkl feature file")
     inspect.set_defaults(handler=cmd_inspect)
+    features_cli.register(commands)
     return parser
 
 
