@@ -31,6 +31,11 @@ class DecodedClip:
     duration: float  # seconds, from the container or the longest stream decoded
 
 
+def _reason(error: Exception) -> str:
+    # FFmpeg errors repeat the file name; the report names the clip already, and equal reasons then group.
+    return getattr(error, "strerror", None) or str(error)
+
+
 class _FrameSampler:
     def __init__(self, fps: float):
         self.fps = fps
@@ -58,7 +63,7 @@ def decode_clip(
     try:
         container = av.open(str(path))
     except (av.FFmpegError, OSError, ValueError) as error:
-        raise ClipError(f"cannot open as a video file: {error}") from None
+        raise ClipError(f"cannot open as a video file: {_reason(error)}") from None
     with container:
         audio_stream = container.streams.audio[0] if container.streams.audio else None
         video_stream = container.streams.video[0] if container.streams.video else None
@@ -86,7 +91,7 @@ def decode_clip(
             for rate, resampler in resamplers.items():
                 chunks[rate].extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
         except (av.FFmpegError, ValueError) as error:
-            raise ClipError(f"cannot decode: {error}") from None
+            raise ClipError(f"cannot decode: {_reason(error)}") from None
         audio = None
         if audio_stream is not None:
             audio = {

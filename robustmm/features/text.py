@@ -40,7 +40,16 @@ class BertExtractor(Extractor):
 
     @property
     def feature_names(self) -> list[str]:
-        return [f"hidden_{i}" for i in range(self.encoder.hidden_size)]
+        # The model's config gives the hidden size without loading its weights (all clips may be cached).
+        from transformers import AutoConfig
+
+        from robustmm.text_encoder import OFFLINE_ENCODER, resolve_encoder_path
+
+        try:
+            hidden_size = AutoConfig.from_pretrained(resolve_encoder_path(self.config.model or OFFLINE_ENCODER)).hidden_size
+        except OSError as error:
+            raise RuntimeError(f"cannot read the config of text encoder {self.config.model or OFFLINE_ENCODER!r}: {error}") from None
+        return [f"hidden_{i}" for i in range(hidden_size)]
 
     @property
     def frame_rate(self) -> None:
