@@ -17,9 +17,11 @@ from robustmm.features.video import OPENFACE_SETS, head_pose, parse_openface_csv
 
 FACE = (resize(astronaut(), (128, 128)) * 255).astype(np.uint8)
 BLANK = np.full((128, 128, 3), 90, np.uint8)
-OPENFACE_SAMPLE = Path(__file__).resolve().parents[1] / ".." / "shared" / "media" / "openface_sample.csv"
-if not OPENFACE_SAMPLE.is_file():
-    OPENFACE_SAMPLE = Path("/work/shared/media/openface_sample.csv")
+REPO = Path(__file__).resolve().parents[1]
+# ../shared/media beside the repository (or beside the folder of worktrees)
+OPENFACE_SAMPLE = next((path for path in (REPO.parent / "shared" / "media" / "openface_sample.csv",
+                                          REPO.parent.parent / "shared" / "media" / "openface_sample.csv") if path.is_file()),
+                       REPO.parent / "shared" / "media" / "openface_sample.csv")
 
 
 def make_clip(path: Path, frames=(FACE,) * 5, fps: int = 5, audio_seconds: float | None = 1.0, tone: float = 220.0) -> Path:
