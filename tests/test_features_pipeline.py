@@ -233,3 +233,15 @@ def test_cli_extract_and_assemble_from_a_config_section(dataset, extracted, tmp_
     assert "label.csv: file not found" in capsys.readouterr().err
     assert main(["extract", "--dataset", str(dataset), "--audio", "mfcc", "--option", "audio.n_mels=3"]) == 2
     assert "unknown config key(s) n_mels" in capsys.readouterr().err
+
+
+def test_a_problem_that_is_not_the_clips_stops_the_run_naming_the_clip(dataset, tmp_path, monkeypatch):
+    from robustmm.features.audio import MfccExtractor
+
+    def broken(self, samples):
+        raise TypeError("bug in an extractor")
+
+    monkeypatch.setattr(MfccExtractor, "extract", broken)
+    with pytest.raises(RuntimeError, match=r"Raw/a/1.mp4: TypeError: bug in an extractor"):
+        extract(dataset, {"audio": ("mfcc", {})}, {"audio": tmp_path / "audio.pkl"}, tmp_path / "cache", workers=1, progress=False)
+    assert not (tmp_path / "audio.pkl").exists() and not list((tmp_path / "cache").rglob("*.npz"))

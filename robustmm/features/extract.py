@@ -115,7 +115,6 @@ _worker_extractors: list[Extractor] = []
 
 
 def _init_worker(specs: list[tuple[str, dict]]) -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     _worker_extractors.extend(create_extractor(name, config) for name, config in specs)
     for extractor in _worker_extractors:
         extractor.load()
@@ -143,11 +142,16 @@ def _run_jobs(jobs: list[_Job], extractors: list[Extractor], workers: int, progr
             return uncached
         specs = [(extractor.name, dataclasses.asdict(extractor.config)) for extractor in extractors]
         context = multiprocessing.get_context("spawn")  # no forked copies of model threads or locks
-        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context, initializer=_init_worker, initargs=(specs,)) as pool:
+        pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context, initializer=_init_worker, initargs=(specs,))
+        try:
             for future in as_completed([pool.submit(_worker_job, job) for job in jobs]):
                 clip_id, results = future.result()
                 uncached.update({(i, clip_id): result for i, result in results.items()})
                 bar.update(1)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)  # stop at the first error; finished clips stay cached
+            raise
+        pool.shutdown()
     return uncached
 
 
