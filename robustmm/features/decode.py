@@ -74,7 +74,8 @@ def decode_clip(
         frame_rate = float(video_stream.average_rate or 25) if video_stream else 25.0
         last_time, frame_index = 0.0, 0
         try:
-            for packet in container.demux(*streams):
+            # demux() without streams would read them all: nothing to read when no wanted stream exists.
+            for packet in container.demux(*streams) if streams else ():
                 for frame in packet.decode():
                     if packet.stream is audio_stream:
                         for rate, resampler in resamplers.items():
