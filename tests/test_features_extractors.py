@@ -244,6 +244,9 @@ def test_openface_runs_the_binary_and_checks_its_exit_status(tmp_path, clips):
     extractor.check()
     features, quality = extractor.extract_file(clips["face"])
     assert features.shape == (3, 49) and quality == {"frames": 4, "detected": 3}  # success == 0 frame dropped
+    sampled = create_extractor("openface", {"binary": extractor.config.binary, "feature_set": "au_pose", "fps": 10})
+    features, quality = sampled.extract_file(clips["face"])  # rows at 0, 1/30, 2/30, 3/30 s: slots 0 and 1 at 10 fps
+    assert features.shape == (2, 49) and quality == {"frames": 2, "detected": 2}
     failing = create_extractor("openface", {"binary": fake_openface(tmp_path, csv_path, exit_status=1)})
     (result, cacheable), = extract_clip(clips["face"], {0: failing}).values()
     assert "exit status 1" in result.failure and "landmark model missing" in result.failure and not cacheable

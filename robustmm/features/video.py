@@ -172,7 +172,7 @@ def parse_openface_csv(path: str | Path, feature_set: str = "all") -> tuple[np.n
     try:
         frame = pd.read_csv(path, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise ClipError(f"OpenFace CSV {path} is unreadable: {error}") from None
+        raise ClipError(f"OpenFace wrote an unreadable CSV: {error}", cache=False) from None
     frame.columns = [str(name).strip() for name in frame.columns]
     table = {name: frame[name].to_numpy(dtype=np.float64) for name in frame.columns}
     if "gaze_angle_x" not in table and all(f"gaze_{e}_{a}" in table for e in (0, 1) for a in "xyz"):
@@ -182,7 +182,7 @@ def parse_openface_csv(path: str | Path, feature_set: str = "all") -> tuple[np.n
     if missing:
         shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
         raise ValueError(f"OpenFace CSV {path}: feature set {feature_set!r} needs column(s) it lacks: {shown}")
-    features = np.stack([table[name] for name in wanted], axis=1).astype(np.float32) if len(frame) else np.zeros((0, len(wanted)), np.float32)
+    features = np.stack([table[name] for name in wanted], axis=1).astype(np.float32)
     timestamps = table.get("timestamp", np.arange(len(frame), dtype=np.float64))
     return np.nan_to_num(features, nan=0.0, posinf=0.0, neginf=0.0), table["success"] > 0.5, timestamps
 
