@@ -187,7 +187,8 @@ def test_resume_after_kill_gives_identical_bytes(dataset, extracted, extracted_c
         from robustmm.features.extract import extract
         replace, calls = os.replace, []
         def dying_replace(source, target):
-            calls.append(target)
+            if str(target).endswith(".npz"):  # only cache entries (numba, for one, renames its own cache files)
+                calls.append(target)
             if len(calls) == 3:
                 os.kill(os.getpid(), signal.SIGKILL)
             replace(source, target)
