@@ -2,6 +2,7 @@
 config), parallel equals serial, assemble (lengths from params, byte-identical), the CLI."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -196,7 +197,7 @@ def test_resume_after_kill_gives_identical_bytes(dataset, extracted, extracted_c
         extract({str(dataset)!r}, {MEDIA!r}, {{m: {str(tmp_path)!r} + f"/{{m}}.pkl" for m in {list(MEDIA)!r}}},
                 {str(cache)!r}, workers=1, max_failure_share=1.0, progress=False)
     """)
-    child = subprocess.run([sys.executable, "-c", script], env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    child = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(REPO)},
                            capture_output=True, text=True, timeout=120)
     assert child.returncode == -9, child.stderr[-2000:]
     assert len(list(cache.rglob("*.npz"))) == 2 and len(list(cache.rglob("*.tmp"))) == 1

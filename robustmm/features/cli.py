@@ -51,8 +51,11 @@ def cmd_extract(args: argparse.Namespace) -> int:
     config = read_config_section(args.config, args.section)
     specs = {modality: _extractor_spec(modality, config[modality]) for modality in MODALITIES if config.get(modality)}
     for modality in MODALITIES:
-        if getattr(args, modality):
-            specs[modality] = (getattr(args, modality), specs.get(modality, ("", {}))[1])
+        name = getattr(args, modality)
+        if name:
+            # The config's options belong to the extractor it names; a flag naming another one starts from defaults.
+            config_name, options = specs.get(modality, (None, {}))
+            specs[modality] = (name, options if name == config_name else {})
     if not specs:
         raise ValueError("name at least one extractor: --text, --audio or --vision (or those keys in the config section)")
     overrides = [("text", "max_length", args.text_length), ("vision", "fps", args.fps)]
