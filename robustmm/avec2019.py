@@ -32,20 +32,14 @@ import numpy as np
 import pandas as pd
 
 from robustmm import data
+from robustmm.features.video import OPENFACE_SETS
 from robustmm.presets import get_preset
 from robustmm.text_encoder import TextEncoder
 
 STATISTICS = ("mean", "std")
 
 MFCC_COLUMNS = tuple(f"pcm_fftMag_mfcc{order}[{index}]" for order in ("", "_de", "_de_de") for index in range(13))
-_ACTION_UNITS = ("01", "02", "04", "05", "06", "07", "09", "10", "12", "14", "15", "17", "20", "23", "25", "26")
-FACE_COLUMNS = (
-    *(f"pose_{axis}" for axis in ("Tx", "Ty", "Tz", "Rx", "Ry", "Rz")),
-    *(f"gaze_{eye}_{axis}" for eye in ("0", "1") for axis in ("x", "y", "z")),
-    "gaze_angle_x", "gaze_angle_y",
-    *(f"AU{unit}_r" for unit in (*_ACTION_UNITS, "45")),
-    *(f"AU{unit}_c" for unit in (*_ACTION_UNITS, "28", "45")),
-)
+FACE_COLUMNS = OPENFACE_SETS["au_pose"]  # pose 6, gaze 8, AU intensities 17, AU presences 18
 TRANSCRIPT_COLUMNS = ("Start_Time", "Text")
 LABEL_COLUMNS = ("PHQ_Score", "PHQ8_Score")  # E-DAIC, then the older DAIC-WOZ spelling
 PHQ8_RANGE = (0.0, 24.0)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from robustmm import data, presets, synthetic
+from robustmm import avec2019, data, presets, synthetic
+from robustmm.features import cli as features_cli
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -56,8 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     make_synthetic.add_argument("--sizes", type=_int_triple, default=[64, 16, 16], help="train,valid,test rows (default 64,16,16)")
     make_synthetic.add_argument("--seed", type=int, default=0)
     make_synthetic.set_defaults(handler=cmd_make_synthetic)
-
-    from robustmm import avec2019
+    features_cli.register(commands)
     avec2019.register(commands)
     return parser
 
