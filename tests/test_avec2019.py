@@ -317,3 +317,12 @@ def test_rows_with_a_missing_modality_go_through_the_missing_protocol(imported):
     empty_audio = train["audio_lengths"] == 0
     assert empty_audio.any() and corrupted["audio_keep"][empty_audio].sum() == 0
     assert np.all(corrupted["text_bert_m"][train["text_bert"][:, 1].sum(axis=1) == 0] == 0)
+
+
+def test_columns_are_selected_by_name_in_any_order_with_crlf_lines():
+    columns = FACE_HEADER[:4] + ["face_id"] + list(reversed(FACE_FEATURES))
+    row = ["1", "0.5", "0.98", "1", "0"] + [str(index) for index in reversed(range(len(FACE_FEATURES)))]
+    text = "\r\n".join([", ".join(columns), ", ".join(row)]) + "\r\n"
+    settings = avec2019.ImportSettings(statistics=("mean",), vision_length=2)
+    pooled, gaps = avec2019.pool_stream(io.BytesIO(text.encode()), avec2019.FACE, settings)
+    assert pooled.tolist() == [list(range(49))] and gaps == 0
