@@ -336,7 +336,8 @@ def read_participant(pid: str, source: Path, settings: ImportSettings) -> Partic
 def find_participants(data_dir: Path) -> dict[str, Path]:
     """`<PID>_P/` folders and `<PID>_P.tar.gz` archives in DIR or one folder below; a folder wins over its archive."""
     found: dict[str, Path] = {}
-    candidates = [*data_dir.iterdir(), *(path for sub in data_dir.iterdir() if sub.is_dir() and not _PARTICIPANT.fullmatch(sub.name) for path in sub.iterdir())]
+    folders = [data_dir, *(sub for sub in data_dir.iterdir() if sub.is_dir() and not _PARTICIPANT.fullmatch(sub.name))]
+    candidates = [path for folder in folders for path in folder.iterdir()]
     for path in sorted(candidates, key=lambda path: (path.is_file(), str(path))):
         match = _PARTICIPANT.fullmatch(path.name)
         if match and (path.is_dir() == (match.group(2) is None)):
@@ -514,15 +515,18 @@ def import_avec2019(
                 dropped.append({"participant": pid, "reason": f"in {split_files[split]} but no {pid}_P folder or {pid}_P.tar.gz"})
                 continue
             participant = read_participant(pid, sources[pid], settings)
-            problems += [{"participant": pid, "part": part, "reason": reason} for part, reason in participant.problems]
             if participant.has_data:
                 rows[split].append(participant)
+                problems += [{"participant": pid, "part": part, "reason": reason} for part, reason in participant.problems]
             else:
-                dropped.append({"participant": pid, "reason": f"{participant.source}: no usable feature file or transcript"})
+                reasons = "; ".join(f"{part}: {reason}" for part, reason in participant.problems)
+                dropped.append({"participant": pid, "reason": f"nothing usable ({reasons})"})
     labelled = set().union(*(labels[split] for split in data.SPLITS))
-    dropped += [{"participant": pid, "reason": f"{sources[pid].name} is in no split file"} for pid in sorted(set(sources) - labelled, key=int)]
+    for pid in sorted(set(sources) - labelled, key=int):
+        dropped.append({"participant": pid, "reason": f"{sources[pid].name} is in no split file"})
     if not any(rows.values()):
-        raise RuntimeError(f"{data_dir}: no participant could be imported\n" + "\n".join(f"  {d['participant']}: {d['reason']}" for d in dropped))
+        listing = "\n".join(f"  {d['participant']}: {d['reason']}" for d in dropped)
+        raise RuntimeError(f"{data_dir}: no participant could be imported\n{listing}")
 
     normalisation = {}
     for stream in STREAMS:

@@ -326,3 +326,13 @@ def test_columns_are_selected_by_name_in_any_order_with_crlf_lines():
     settings = avec2019.ImportSettings(statistics=("mean",), vision_length=2)
     pooled, gaps = avec2019.pool_stream(io.BytesIO(text.encode()), avec2019.FACE, settings)
     assert pooled.tolist() == [list(range(49))] and gaps == 0
+
+
+def test_an_import_with_no_usable_participant_names_each_one(tmp_path):
+    (tmp_path / "300_P").mkdir()
+    write_splits(tmp_path, "Participant_ID,PHQ_Score\n300,3\n301,4\n", "Participant_ID,PHQ_Score\n", "Participant_ID,PHQ_Score\n")
+    with pytest.raises(RuntimeError, match="no participant could be imported") as raised:
+        avec2019.import_avec2019(tmp_path, tmp_path / "out.pkl")
+    message = str(raised.value)
+    assert "300: nothing usable (audio: no openSMILE MFCC file" in message and "301: in labels/train_split.csv" in message
+    assert not (tmp_path / "out.pkl").exists()
