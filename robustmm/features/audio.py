@@ -67,7 +67,7 @@ class LibrosaExtractor(AudioExtractor):
     """Zero-crossing rate (1) + MFCC (20, htk mel scale) + chroma_cqt (12) per hop, as MMSA-FET does for SIMS."""
 
     name = "librosa"
-    version = 1
+    version = 2  # 2: one BLAS thread (MFCC last bits differed under threaded BLAS, which version 1 used when set)
     config_class = LibrosaConfig
 
     @property
@@ -166,7 +166,7 @@ class MfccExtractor(AudioExtractor):
     """MFCC 0..n-1 with their deltas and delta-deltas (the AVEC2019 baseline style: 39 dims at 100 Hz)."""
 
     name = "mfcc"
-    version = 1
+    version = 2  # 2: one BLAS thread, as librosa
     config_class = MfccConfig
 
     @property

@@ -133,7 +133,8 @@ def _run_jobs(jobs: list[_Job], extractors: list[Extractor], workers: int, progr
     bar = tqdm(total=len(jobs), unit="clip", desc="extract", disable=not progress or not jobs, smoothing=0.1)
     if workers <= 1 or len(jobs) <= 1:
         # A worker is one core: BLAS threads beside it only oversubscribe the cores (librosa's mel products ran
-        # 20 to 30 times slower with two BLAS threads on two busy cores). Results do not depend on the thread count.
+        # 20 to 30 times slower with two BLAS threads on two busy cores). One thread everywhere also keeps the
+        # floats independent of the worker count (MFCC last bits differed between threaded and single-threaded BLAS).
         with bar, threadpool_limits(limits=1, user_api="blas"):
             for extractor in extractors:
                 extractor.load()
