@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect", help="summarise and validate a .pkl feature file")
     inspect.add_argument("file", help="the .pkl feature file")
     inspect.set_defaults(handler=cmd_inspect)
+
+    from robustmm import experiments
+    experiments.register(commands)
     return parser
 
 
