@@ -12,6 +12,15 @@ from robustmm.presets import PRESETS, get_preset
 TEXT_DIM = 16
 
 
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    # Tiny tensors: on a shared 2-core machine, a second thread costs far more in waiting than it gives.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def make_batch(seq_lens, feature_dims, batch=2, seed=0):
     """A frozen-mode batch with padding and dropped steps in every modality."""
     generator = torch.Generator().manual_seed(seed)

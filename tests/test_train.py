@@ -17,9 +17,17 @@ from robustmm.train import RunConfig, evaluate_checkpoint, load_features, train
 SEQ_LENS = (10, 24, 16)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    # Tiny tensors: on a shared 2-core machine, a second thread costs far more in waiting than it gives.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def encoder():
-    torch.set_num_threads(1)
     return TextEncoder(OFFLINE_ENCODER)
 
 
