@@ -200,3 +200,21 @@ def test_text_mode_and_encoder_must_agree():
         TFRNet(params, (8, 20, 12), (TEXT_DIM, 5, 20), text_mode="finetune")
     with pytest.raises(ValueError, match="unknown text mode"):
         TFRNet(params, (8, 20, 12), (TEXT_DIM, 5, 20), text_mode="cached")
+
+
+def test_attention_dropout_by_keys_keeps_padding_masked_and_rows_non_empty():
+    layer = TFRNet(get_preset("mosi").tfr_net, (8, 20, 12), (TEXT_DIM, 5, 20), text_mode="frozen").intra[1].layers[0]
+    padding = torch.zeros(3, 1, 1, 10, dtype=torch.bool)
+    padding[0, ..., :7] = padding[1, ..., :1] = padding[2, ..., :10] = True
+    for _ in range(20):
+        allowed = layer.dropped_keys(padding, 3, 10, "cpu", rate=0.9)
+        assert allowed.shape == (3, layer.heads, 1, 10)
+        assert not (allowed & ~padding).any()
+        assert allowed.any(dim=-1).all()
+    assert layer.dropped_keys(padding, 3, 10, "cpu", rate=0.5).sum() < padding.sum() * layer.heads
+
+
+def test_training_mode_outputs_stay_finite_with_key_dropout():
+    model = frozen_model().train()
+    out = model(make_batch((8, 20, 12), (TEXT_DIM, 5, 20)))
+    assert torch.isfinite(out["prediction"]).all() and torch.isfinite(out["recon_loss"]).all()

@@ -55,11 +55,12 @@ def largest_divisor_at_most(n: int, limit: int) -> int:
 class TransformerLayer(nn.Module):
     """Pre-norm attention + feed-forward block of MulT, with fused scaled-dot-product attention."""
 
-    def __init__(self, dim: int, heads: int, attn_dropout: float, relu_dropout: float, res_dropout: float):
+    def __init__(self, dim: int, heads: int, attn_dropout: float, relu_dropout: float, res_dropout: float, drop_keys: bool):
         super().__init__()
         if dim % heads:
             raise ValueError(f"{heads} attention heads do not divide the embedding size {dim}")
         self.heads, self.attn_dropout, self.relu_dropout, self.res_dropout = heads, attn_dropout, relu_dropout, res_dropout
+        self.drop_keys = drop_keys
         self.norm_attn = nn.LayerNorm(dim)
         self.query = nn.Linear(dim, dim)
         self.key_value = nn.Linear(dim, 2 * dim)
@@ -72,11 +73,21 @@ class TransformerLayer(nn.Module):
         batch, query_len, dim = x.shape
         split = lambda t: t.view(batch, t.shape[1], self.heads, dim // self.heads).transpose(1, 2)  # noqa: E731
         key, value = self.key_value(context).chunk(2, dim=-1)
-        attended = F.scaled_dot_product_attention(
-            split(self.query(x)), split(key), split(value), attn_mask=mask,
-            dropout_p=self.attn_dropout if self.training else 0.0,
-        )
+        dropout = self.attn_dropout if self.training else 0.0
+        if dropout and self.drop_keys:
+            mask, dropout = self.dropped_keys(mask, batch, context.shape[1], x.device, dropout), 0.0
+        attended = F.scaled_dot_product_attention(split(self.query(x)), split(key), split(value), attn_mask=mask, dropout_p=dropout)
         return self.out(attended.transpose(1, 2).reshape(batch, query_len, dim))
+
+    def dropped_keys(self, mask, batch: int, key_len: int, device, rate: float) -> torch.Tensor:
+        """Attention dropout by keys: each (sample, head) ignores a random `rate` of the keys, for all queries.
+
+        Dropping single weights of the (queries x keys) map forces the unfused attention path that stores
+        the map and its dropout mask for backward (GBs at 500 x 500); a per-key mask keeps the fused kernels.
+        A row whose allowed keys would all be dropped keeps them."""
+        kept = torch.rand(batch, self.heads, 1, key_len, device=device) >= rate
+        allowed = kept if mask is None else kept & mask
+        return torch.where(allowed.any(dim=-1, keepdim=True), allowed, True if mask is None else mask)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None, mask: torch.Tensor | None) -> torch.Tensor:
         normed = self.norm_attn(x)
@@ -89,13 +100,16 @@ class TransformerLayer(nn.Module):
 class TransformerEncoder(nn.Module):
     """MulT's encoder on (batch, seq, dim): scaled input, optional positions, embedding dropout, final norm.
 
-    With `context` it is a cross-modal transformer (queries from x, keys and values from context)."""
+    With `context` it is a cross-modal transformer (queries from x, keys and values from context).
+    `drop_keys` selects attention dropout by keys (fused kernels) instead of by single weights (upstream)."""
 
-    def __init__(self, dim: int, heads: int, layers: int, attn_dropout: float, params: TFRNetParams, positions: bool):
+    def __init__(self, dim: int, heads: int, layers: int, attn_dropout: float, params: TFRNetParams, positions: bool,
+                 drop_keys: bool):
         super().__init__()
         self.scale, self.positions, self.embed_dropout = math.sqrt(dim), positions, params.embed_dropout
         self.layers = nn.ModuleList(
-            TransformerLayer(dim, heads, attn_dropout, params.relu_dropout, params.res_dropout) for _ in range(layers)
+            TransformerLayer(dim, heads, attn_dropout, params.relu_dropout, params.res_dropout, drop_keys)
+            for _ in range(layers)
         )
         self.norm = nn.LayerNorm(dim)
 
@@ -196,17 +210,18 @@ class TFRNet(nn.Module):
         # the intra-modal ones the text value, as upstream.
         intra_layers = max(p.nlevels, p.intra_layers)
         self.intra = nn.ModuleList(
-            TransformerEncoder(d, p.num_heads, intra_layers, p.attn_dropout[0], p, positions=True) for _ in MODALITIES
+            TransformerEncoder(d, p.num_heads, intra_layers, p.attn_dropout[0], p, positions=True, drop_keys=not faithful)
+            for _ in MODALITIES
         )
         self.cross = nn.ModuleDict({
-            f"{query}_{key}": TransformerEncoder(d, p.num_heads, p.nlevels, p.attn_dropout[k], p, positions=True)
+            f"{query}_{key}": TransformerEncoder(d, p.num_heads, p.nlevels, p.attn_dropout[k], p, positions=True, drop_keys=not faithful)
             for q, query in enumerate(MODALITIES) for k, key in enumerate(MODALITIES) if k != q
         })
         self.reconstructors = nn.ModuleList(
             TransformerEncoder(
                 length,
                 p.num_temporal_head if faithful else largest_divisor_at_most(length, p.num_temporal_head),
-                intra_layers, p.attn_dropout[0], p, positions=False,
+                intra_layers, p.attn_dropout[0], p, positions=False, drop_keys=not faithful,
             )
             for length in self.seq_lens
         )
