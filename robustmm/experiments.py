@@ -173,15 +173,15 @@ def _settings(args: argparse.Namespace) -> dict:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = {**_settings(args), "rates": args.rates, "seeds": args.seeds, "out": args.out,
+                "model_dir": args.model_dir, "keep_models": not args.no_keep_models}
     if args.params:
         settings.update(settings_from_yaml(args.params, args.section))
-    flat = sweep(args.data, args.dataset, rates=args.rates, seeds=args.seeds, out=args.out, model_dir=args.model_dir,
-                 keep_models=not args.no_keep_models, **settings)
+    flat = sweep(args.data, args.dataset, **settings)
     for key in sorted(flat):
         if key.startswith("auilc/"):
             print(f"{key}: {flat[key]:.4f}")
-    print(f"wrote {Path(args.out) / 'results.csv'}, metrics.json, robustness.csv, robustness.png")
+    print(f"wrote {Path(settings['out']) / 'results.csv'}, metrics.json, robustness.csv, robustness.png")
     return 0
 
 

@@ -191,8 +191,9 @@ def train_epoch(model, optimizer, scaler, tensors, preset, config, epoch, genera
         # Upstream (faithful) zeroes gradients every `update_epochs` batches but steps on every batch.
         if not config.faithful or step % p.update_epochs == 0:
             optimizer.zero_grad(set_to_none=True)
+        # The reconstruction loss counts from epoch 2; before, it is not computed at all.
         with autocast(device, config.amp):
-            out = model(batch)
+            out = model(batch, with_reconstruction=epoch >= 2)
         l1 = torch.nn.functional.l1_loss(out["prediction"].float(), batch["labels"])
         loss = l1 + (recon_weights * out["recon_loss"]).sum() if epoch >= 2 else l1
         scaler.scale(loss).backward()
@@ -214,7 +215,7 @@ def predict(model, tensors, batch_size, device, amp=False) -> np.ndarray:
     outputs = []
     for batch in batches(tensors, batch_size, device):
         with autocast(device, amp):
-            outputs.append(model(batch)["prediction"].float().cpu())
+            outputs.append(model(batch, with_reconstruction=False)["prediction"].float().cpu())
     return torch.cat(outputs).numpy()
 
 

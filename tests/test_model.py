@@ -218,3 +218,12 @@ def test_training_mode_outputs_stay_finite_with_key_dropout():
     model = frozen_model().train()
     out = model(make_batch((8, 20, 12), (TEXT_DIM, 5, 20)))
     assert torch.isfinite(out["prediction"]).all() and torch.isfinite(out["recon_loss"]).all()
+
+
+def test_prediction_without_reconstruction_is_the_same():
+    model = frozen_model()
+    batch = make_batch((8, 20, 12), (TEXT_DIM, 5, 20))
+    with torch.no_grad():
+        full, light = model(batch), model(batch, with_reconstruction=False)
+    torch.testing.assert_close(full["prediction"], light["prediction"])
+    assert light["recon_loss"] is None

@@ -64,11 +64,15 @@ def test_sweep_writes_table_metrics_plot_data_and_figure_and_resumes(feature_fil
 
 def test_command_line_sweep_and_evaluate(feature_file, tmp_path, capsys):
     out = tmp_path / "cli"
+    params = tmp_path / "params.yaml"
+    params.write_text(f"train:\n  sweep:\n    text_encoder: {OFFLINE_ENCODER}\n    simam: true\n")
     code = main(["sweep", "--data", str(feature_file), "--dataset", "sims", "--rates", "0,0.3", "--seeds", "111",
-                 "--out", str(out), "--epochs", "1", "--text-mode", "frozen", "--text-encoder", OFFLINE_ENCODER,
-                 "--simam", "--device", "cpu", "--no-progress"])
+                 "--out", str(out), "--epochs", "1", "--text-mode", "frozen", "--device", "cpu", "--no-progress",
+                 "--params", str(params), "--section", "train.sweep"])
     assert code == 0
     assert "auilc/MAE" in capsys.readouterr().out
+    run_settings = json.loads((out / "runs" / "rate_0.30_seed_111" / "result.json").read_text())["config"]
+    assert run_settings["simam"] and run_settings["text_mode"] == "frozen" and run_settings["max_epochs"] == 1
     assert json.loads((out / "metrics.json").read_text())["auilc/Mult_acc_2"] >= 0
     checkpoint = out / "runs" / "rate_0.30_seed_111" / "best.pt"
     assert main(["evaluate", str(checkpoint), "--data", str(feature_file), "--device", "cpu", "--output", str(tmp_path / "m.json")]) == 0

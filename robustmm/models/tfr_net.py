@@ -242,11 +242,13 @@ class TFRNet(nn.Module):
             input_ids=text_bert[:, 0], attention_mask=text_bert[:, 1], token_type_ids=text_bert[:, 2]
         ).last_hidden_state
 
-    def text_inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    def text_inputs(self, batch: dict, with_target: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(corrupted text features fed to the model, complete text features used as reconstruction target)."""
         if self.text_mode == "frozen":
             return batch["text_m"], batch["text"]
         corrupted = self.encode_text(batch["text_bert_m"])
+        if not with_target:
+            return corrupted, None
         if self.faithful:
             return corrupted, self.encode_text(batch["text_bert"])
         with torch.no_grad():
@@ -264,12 +266,13 @@ class TFRNet(nn.Module):
             channels = self.reconstructors[index]((features * valid[:, :, None]).transpose(1, 2))
         return self.back_projections[index](channels.transpose(1, 2))
 
-    def forward(self, batch: dict) -> dict:
+    def forward(self, batch: dict, with_reconstruction: bool = True) -> dict:
         """batch: text_bert, text_bert_m (B, 3, L_t) ids (finetune) or text, text_m (B, L_t, H) (frozen);
         audio, audio_m, vision, vision_m (B, L, D); audio_lengths, vision_lengths (B,);
         text_keep, audio_keep, vision_keep (B, L) with 1 = valid and kept.
-        Returns {"prediction": (B,), "recon_loss": (3,) per modality, unweighted}."""
-        text_m, text_target = self.text_inputs(batch)
+        Returns {"prediction": (B,), "recon_loss": (3,) per modality, unweighted}; without reconstruction
+        (predicting only) the complete-text pass and the reconstruction are skipped and recon_loss is None."""
+        text_m, text_target = self.text_inputs(batch, with_target=with_reconstruction)
         text_m = F.dropout(text_m, self.params.text_dropout, self.training)
         lengths = [batch["text_bert"][:, 1].sum(dim=1), batch["audio_lengths"], batch["vision_lengths"]]
         inputs = [text_m, batch["audio_m"], batch["vision_m"]]
@@ -297,7 +300,7 @@ class TFRNet(nn.Module):
         recon_loss = torch.stack([
             self.reconstruction_loss(self.reconstruct(m, hidden[m], valid[m]), targets[m], valid[m] - keep[m])
             for m in range(len(MODALITIES))
-        ])
+        ]) if with_reconstruction else None
         pooled = []
         for m in range(len(MODALITIES)):
             h = self.simam(hidden[m], keep[m]) if self.simam is not None else hidden[m]
