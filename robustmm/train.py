@@ -185,7 +185,7 @@ def train_epoch(model, optimizer, scaler, tensors, preset, config, epoch, genera
     count = len(tensors["labels"])
     order = torch.randperm(count, generator=generator)
     bar = tqdm(total=count, desc=f"rate {config.rate} seed {config.seed} epoch {epoch}", unit="sample",
-               disable=not config.progress, leave=False)
+               disable=not config.progress)
     total, seen, start = 0.0, 0, time.perf_counter()
     for step, batch in enumerate(batches(tensors, batch_size, device, order)):
         # Upstream (faithful) zeroes gradients every `update_epochs` batches but steps on every batch.
