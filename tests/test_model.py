@@ -227,3 +227,13 @@ def test_prediction_without_reconstruction_is_the_same():
         full, light = model(batch), model(batch, with_reconstruction=False)
     torch.testing.assert_close(full["prediction"], light["prediction"])
     assert light["recon_loss"] is None
+
+
+def test_mixed_precision_forward_and_backward():
+    model = frozen_model().train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(make_batch((8, 20, 12), (TEXT_DIM, 5, 20)))
+    (out["prediction"].float().sum() + out["recon_loss"].sum()).backward()
+    assert out["prediction"].dtype == torch.bfloat16
+    assert torch.isfinite(out["recon_loss"]).all()
+    assert all(torch.isfinite(w.grad).all() for w in model.fusion[1].gru.parameters())

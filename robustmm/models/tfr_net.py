@@ -141,7 +141,11 @@ class BiGRU(nn.Module):
         self.ahead = nn.ModuleList(nn.GRU(size, hidden, batch_first=True) for size in sizes)
         self.behind = nn.ModuleList(nn.GRU(size, hidden, batch_first=True) for size in sizes)
 
+    @torch.autocast("cuda", enabled=False)
+    @torch.autocast("cpu", enabled=False)
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        # Recurrences run in float32 under mixed precision: cheap at these sizes, and cuDNN's RNNs lack bf16.
+        x = x.float()
         steps = torch.arange(x.shape[1], device=x.device)[None, :]
         valid = (steps < lengths[:, None])[:, :, None]
         # Reversing within the length is its own inverse; padding steps stay in place.
