@@ -7,7 +7,9 @@ import tarfile
 
 import numpy as np
 import pytest
+import torch
 
+import robustmm
 from robustmm import avec2019, cli, data, missing
 from robustmm.presets import get_preset
 
@@ -336,3 +338,17 @@ def test_an_import_with_no_usable_participant_names_each_one(tmp_path):
     message = str(raised.value)
     assert "300: nothing usable (audio: no openSMILE MFCC file" in message and "301: in labels/train_split.csv" in message
     assert not (tmp_path / "out.pkl").exists()
+
+
+def test_an_imported_file_sweeps_with_the_avec2019_preset(imported, tmp_path):
+    _, out, _, _ = imported
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors on a shared machine
+    try:
+        flat = robustmm.sweep(out, "avec2019", rates=[0.0, 0.5], seeds=[111], out=tmp_path / "sweep",
+                              text_mode="frozen", device="cpu", epochs=1, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    for metric in ("CCC", "RMSE", "MAE"):
+        assert np.isfinite(flat[f"auilc/{metric}"]) and np.isfinite(flat[f"rate_0.50/{metric}_mean"])
+    assert flat["auilc/MAE"] == pytest.approx(0.5 * (flat["rate_0.00/MAE_mean"] + flat["rate_0.50/MAE_mean"]) / 2)
