@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from robustmm import data
+from robustmm import data, demo
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect", help="summarise and validate a .pkl feature file")
     inspect.add_argument("file", help="the .pkl feature file")
     inspect.set_defaults(handler=cmd_inspect)
+    demo.register(commands)
     return parser
 
 
