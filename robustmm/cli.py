@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from robustmm import data, demo
+from robustmm import data, demo, presets, synthetic
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -25,6 +25,21 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_make_synthetic(args: argparse.Namespace) -> int:
+    preset = presets.get_preset(args.dataset)
+    dataset = synthetic.make_dataset(preset, sizes=tuple(args.sizes), seed=args.seed)
+    data.write(dataset, args.out)
+    print(f"wrote {args.out}: a synthetic {preset.name}-shaped file, splits {args.sizes}")
+    return 0
+
+
+def _int_triple(text: str) -> list[int]:
+    values = [int(value) for value in text.split(",")]
+    if len(values) != 3 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected three positive integers like 64,16,16, got {text!r}")
+    return values
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="robustmm", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -32,6 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect", help="summarise and validate a .pkl feature file")
     inspect.add_argument("file", help="the .pkl feature file")
     inspect.set_defaults(handler=cmd_inspect)
+
+    make_synthetic = commands.add_parser(
+        "make-synthetic", help="write a synthetic feature file shaped like a dataset preset, with a learnable signal"
+    )
+    make_synthetic.add_argument("--dataset", required=True, help="preset whose lengths and dims to use (mosi, mosei, sims, simsv2, avec2019)")
+    make_synthetic.add_argument("--out", required=True, help="the .pkl file to write")
+    make_synthetic.add_argument("--sizes", type=_int_triple, default=[64, 16, 16], help="train,valid,test rows (default 64,16,16)")
+    make_synthetic.add_argument("--seed", type=int, default=0)
+    make_synthetic.set_defaults(handler=cmd_make_synthetic)
     demo.register(commands)
     return parser
 

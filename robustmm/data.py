@@ -108,6 +108,18 @@ def _as_string_array(values) -> np.ndarray:
     return np.array([str(value) for value in values], dtype=object)
 
 
+def _zero_non_finite(array: np.ndarray, rows_per_chunk: int = 256) -> int:
+    """Set -inf/inf/nan to 0 in place, a block of rows at a time so the mask stays small."""
+    count = 0
+    for start in range(0, len(array), rows_per_chunk):
+        block = array[start:start + rows_per_chunk]
+        bad = ~np.isfinite(block)
+        if bad.any():
+            count += int(bad.sum())
+            block[bad] = 0.0
+    return count
+
+
 def normalise(data: dict) -> dict[str, int]:
     """Bring a loaded file to canonical dtypes in place; return counts of non-finite features set to 0.
 
@@ -127,14 +139,11 @@ def normalise(data: dict) -> dict[str, int]:
             elif key in FLOAT_KEYS or key in LABEL_KEYS:
                 array = np.asarray(value, dtype=np.float32)
                 if key in FLOAT_KEYS:
-                    bad = ~np.isfinite(array)
-                    count = int(bad.sum())
+                    if not array.flags.writeable:
+                        array = array.copy()
+                    count = _zero_non_finite(array)
                     if count:
-                        if not array.flags.writeable:
-                            array = array.copy()
-                        array[bad] = 0.0
                         replaced[f"{split_name}/{key}"] = count
-                    del bad
                 split[key] = array
             elif key in ("text_bert", "classification_labels") or key in LENGTH_KEYS:
                 array = np.asarray(value)

@@ -154,7 +154,7 @@ def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]
     except KeyError:
-        known = ", ".join(sorted(PRESETS) + ["custom"])
+        known = ", ".join(sorted([*PRESETS, "custom"]))
         raise ValueError(f"unknown dataset {name!r}: choose one of {known}") from None
 
 
