@@ -99,8 +99,21 @@ def plot(results: dict[str, dict[str, Curve]], path: str | Path) -> None:
     plt.close(figure)
 
 
+def write_plot_data(results: dict[str, dict[str, Curve]], folder: Path) -> None:
+    """One small table per dataset and metric (`rate, mean, std`), the form `dvc plots show` draws."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.csv"):
+        stale.unlink()
+    for dataset, by_metric in results.items():
+        for name, curve in by_metric.items():
+            with open(folder / f"{dataset}_{name}.csv", "w", newline="", encoding="utf-8") as handle:
+                writer = csv.writer(handle, lineterminator="\n")
+                writer.writerow((RATE_COLUMN, "mean", "std"))
+                writer.writerows(zip(curve.rates, curve.mean, curve.std))
+
+
 def write_report(runs_tables: dict[str, str | Path], metric_names: dict[str, list[str]], out_dir: str | Path) -> dict:
-    """Read each dataset's per-run table, write `summary.md` and `robustness.png` under `out_dir`.
+    """Read each dataset's per-run table; write `summary.md`, `robustness.png` and `plots/` under `out_dir`.
 
     `metric_names` maps each dataset to the metrics to show (e.g. its preset's key metrics).
     """
@@ -111,4 +124,5 @@ def write_report(runs_tables: dict[str, str | Path], metric_names: dict[str, lis
     }
     (out_dir / "summary.md").write_text(summary_table(results), encoding="utf-8")
     plot(results, out_dir / "robustness.png")
+    write_plot_data(results, out_dir / "plots")
     return results

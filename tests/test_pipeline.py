@@ -56,6 +56,7 @@ def label_rows(clips) -> list[dict]:
 
 def write_dataset(root: Path, clips) -> None:
     rows = label_rows(clips)
+    root.mkdir(parents=True, exist_ok=True)
     with open(root / "label.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
@@ -133,7 +134,7 @@ def test_repro_reruns_exactly_what_each_change_affects(project):
     assert "results/demo/metrics.json" in json.dumps(metrics) and "AUILC" in json.dumps(metrics)
     project.dvc("plots", "show", "-o", "plots_html")
     assert (project.root / "plots_html" / "index.html").is_file()
-    assert (project.root / "results" / "robustness.png").stat().st_size > 0
+    assert (project.root / "reports" / "robustness.png").stat().st_size > 0
 
     assert project.repro() == set()
 
@@ -146,8 +147,8 @@ def test_repro_reruns_exactly_what_each_change_affects(project):
     write_dataset(project.root / "raw" / "demo", CLIPS + [ADDED])
     assert project.repro() == EXTRACT | DOWNSTREAM
     after = project.cache_entries()
-    for extractor, entries in before.items():
-        assert set(after[extractor]) > set(entries), extractor
+    for extractor in ("bert", "mfcc", "mediapipe"):  # the extractors in use (librosa was replaced)
+        entries = before[extractor]
         assert len(after[extractor]) == len(entries) + 1, f"{extractor}: only the new clip is extracted"
         assert all(after[extractor][path] == mtime for path, mtime in entries.items()), f"{extractor} rewrote a clip"
 

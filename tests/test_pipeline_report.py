@@ -37,6 +37,11 @@ def test_write_report_writes_table_and_figure(tmp_path):
     assert "| demo | MAE | 0.6000 ± 0.1000 (r=0) | 1.5000 ± 0.0000 (r=1) | 1.0750 |" in summary
     assert "| other | MAE |" in summary and "| other | Has0_acc_2 |" not in summary
     assert (tmp_path / "out" / "robustness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    plots = sorted(path.name for path in (tmp_path / "out" / "plots").iterdir())
+    assert plots == ["demo_Has0_acc_2.csv", "demo_MAE.csv", "other_MAE.csv"]
+    with open(tmp_path / "out" / "plots" / "other_MAE.csv", newline="") as handle:
+        rows = [[float(value) for value in row.values()] for row in csv.DictReader(handle)]
+    assert rows == [pytest.approx([0.0, 0.6, 0.1]), pytest.approx([0.5, 1.1, 0.1])]
 
 
 def test_bad_tables_are_rejected_with_the_file_named(tmp_path):
