@@ -61,6 +61,14 @@ def curves(runs: list[dict[str, float]], names: list[str], source: str = "runs")
     return result
 
 
+def shown_metrics(columns, by_family: dict[str, list[str]], source: str = "runs") -> list[str]:
+    """The metrics to show for a table with these columns: those of the first family all of whose are there."""
+    for names in by_family.values():
+        if set(names) <= set(columns):
+            return list(names)
+    raise ValueError(f"{source}: its metrics ({', '.join(columns)}) match none of {by_family}")
+
+
 def summary_table(results: dict[str, dict[str, Curve]]) -> str:
     """Markdown: per dataset and metric, the value at the lowest and the highest rate and the AUILC."""
     lines = ["| dataset | metric | at rate 0 | at the largest rate | AUILC |", "|---|---|---|---|---|"]
@@ -112,16 +120,18 @@ def write_plot_data(results: dict[str, dict[str, Curve]], folder: Path) -> None:
                 writer.writerows(zip(curve.rates, curve.mean, curve.std))
 
 
-def write_report(runs_tables: dict[str, str | Path], metric_names: dict[str, list[str]], out_dir: str | Path) -> dict:
+def write_report(runs_tables: dict[str, str | Path], by_family: dict[str, list[str]], out_dir: str | Path) -> dict:
     """Read each dataset's per-run table; write `summary.md`, `robustness.png` and `plots/` under `out_dir`.
 
-    `metric_names` maps each dataset to the metrics to show (e.g. its preset's key metrics).
+    `by_family` lists the metrics to show per metric family (mosi, sims, avec); each table shows those of
+    the family its columns belong to.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = {
-        dataset: curves(read_runs(table), metric_names[dataset], source=str(table)) for dataset, table in runs_tables.items()
-    }
+    results = {}
+    for dataset, table in runs_tables.items():
+        runs = read_runs(table)
+        results[dataset] = curves(runs, shown_metrics(runs[0], by_family, str(table)), source=str(table))
     (out_dir / "summary.md").write_text(summary_table(results), encoding="utf-8")
     plot(results, out_dir / "robustness.png")
     write_plot_data(results, out_dir / "plots")

@@ -31,17 +31,23 @@ def test_curves_average_over_seeds_and_integrate_over_rates(tmp_path):
 
 
 def test_write_report_writes_table_and_figure(tmp_path):
-    tables = {"demo": write_runs(tmp_path / "a.csv", RUNS), "other": write_runs(tmp_path / "b.csv", RUNS[:4])}
-    report.write_report(tables, {"demo": ["MAE", "Has0_acc_2"], "other": ["MAE"]}, tmp_path / "out")
+    sims_runs = [(0.0, 1, 0.5, 0.9), (0.5, 1, 0.7, 0.8)]
+    tables = {
+        "demo": write_runs(tmp_path / "a.csv", RUNS),
+        "other": write_runs(tmp_path / "b.csv", sims_runs, columns=("rate", "seed", "MAE", "Mult_acc_2")),
+    }
+    by_family = {"mosi": ["Has0_acc_2", "MAE"], "sims": ["Mult_acc_2", "MAE"]}
+    report.write_report(tables, by_family, tmp_path / "out")
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "| demo | MAE | 0.6000 ± 0.1000 (r=0) | 1.5000 ± 0.0000 (r=1) | 1.0750 |" in summary
-    assert "| other | MAE |" in summary and "| other | Has0_acc_2 |" not in summary
+    assert "| other | Mult_acc_2 | 0.9000 ± 0.0000 (r=0) | 0.8000 ± 0.0000 (r=0.5) | 0.4250 |" in summary
+    assert "| other | Has0_acc_2 |" not in summary
     assert (tmp_path / "out" / "robustness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     plots = sorted(path.name for path in (tmp_path / "out" / "plots").iterdir())
-    assert plots == ["demo_Has0_acc_2.csv", "demo_MAE.csv", "other_MAE.csv"]
-    with open(tmp_path / "out" / "plots" / "other_MAE.csv", newline="") as handle:
+    assert plots == ["demo_Has0_acc_2.csv", "demo_MAE.csv", "other_MAE.csv", "other_Mult_acc_2.csv"]
+    with open(tmp_path / "out" / "plots" / "demo_MAE.csv", newline="") as handle:
         rows = [[float(value) for value in row.values()] for row in csv.DictReader(handle)]
-    assert rows == [pytest.approx([0.0, 0.6, 0.1]), pytest.approx([0.5, 1.1, 0.1])]
+    assert rows == [pytest.approx([0.0, 0.6, 0.1]), pytest.approx([0.5, 1.1, 0.1]), pytest.approx([1.0, 1.5, 0.0])]
 
 
 def test_bad_tables_are_rejected_with_the_file_named(tmp_path):
@@ -53,3 +59,5 @@ def test_bad_tables_are_rejected_with_the_file_named(tmp_path):
     runs = report.read_runs(write_runs(tmp_path / "runs.csv", RUNS))
     with pytest.raises(ValueError, match="runs.csv: metric 'Corr' missing"):
         report.curves(runs, ["Corr"], source=str(tmp_path / "runs.csv"))
+    with pytest.raises(ValueError, match="runs.csv: its metrics .* match none of"):
+        report.shown_metrics(runs[0], {"avec": ["CCC"]}, source=str(tmp_path / "runs.csv"))
