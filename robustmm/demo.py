@@ -32,7 +32,10 @@ import numpy as np
 FPS = 12
 FRAME_SIZE = 256
 SAMPLE_RATE = 22050  # espeak-ng's native rate
-LEAD_SECONDS = 0.25  # silence before and after the sentence
+LEAD_SECONDS = 0.25  # silence before the sentence
+# Every clip lasts the same: with lengths that vary with the speaking rate (which follows the label), a
+# model could read the label from the number of frames even when every frame is missing.
+CLIP_SECONDS = 4.0
 HELD_OUT_SHARE = 0.2  # of the videos, for valid and for test: speaker-independent splits, as MOSI
 
 # Opinion lexicon: adjective -> sentiment on the MOSI scale, symmetric, evenly spread over [-3, 3].
@@ -145,7 +148,7 @@ def espeak_path() -> str:
 
 
 def speak(text: str, voice: str, cue: float) -> np.ndarray:
-    """int16 mono speech at SAMPLE_RATE: positive clips higher and faster, negative lower and slower."""
+    """CLIP_SECONDS of int16 mono speech at SAMPLE_RATE: positive clips higher and faster, negative lower and slower."""
     pitch = round(50 + 25 * cue)  # espeak-ng pitch 0..99
     speed = round(165 + 35 * cue)  # words per minute
     with tempfile.TemporaryDirectory() as tmp:
@@ -158,8 +161,13 @@ def speak(text: str, voice: str, cue: float) -> np.ndarray:
             if speech.getframerate() != SAMPLE_RATE or speech.getnchannels() != 1 or speech.getsampwidth() != 2:
                 raise RuntimeError(f"espeak-ng wrote an unexpected format: {speech.getparams()}")
             samples = np.frombuffer(speech.readframes(speech.getnframes()), dtype=np.int16)
-    silence = np.zeros(round(LEAD_SECONDS * SAMPLE_RATE), dtype=np.int16)
-    return np.concatenate([silence, samples, silence])
+    lead = round(LEAD_SECONDS * SAMPLE_RATE)
+    total = round(CLIP_SECONDS * SAMPLE_RATE)
+    if lead + len(samples) > total:
+        raise RuntimeError(f"{text!r} takes {len(samples) / SAMPLE_RATE:.2f} s to say, longer than a {CLIP_SECONDS} s clip")
+    clip = np.zeros(total, dtype=np.int16)
+    clip[lead : lead + len(samples)] = samples
+    return clip
 
 
 def base_face() -> np.ndarray:
@@ -248,7 +256,7 @@ def write_clip(path: Path, frames: list[np.ndarray], speech: np.ndarray) -> None
 
 def make_clip(plan: ClipPlan, face: np.ndarray, path: Path) -> None:
     speech = speak(plan.text, plan.speaker.voice, plan.voice_cue)
-    frames = int(np.ceil(len(speech) / SAMPLE_RATE * FPS))
+    frames = round(CLIP_SECONDS * FPS)
     loudness = loudness_per_frame(speech, frames)
     images = [render_frame(face, plan, index / FPS, loudness[index]) for index in range(frames)]
     write_clip(path, images, speech)
