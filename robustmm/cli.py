@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from robustmm import data, demo, presets, synthetic
+from robustmm.features import cli as features_cli
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     make_synthetic.add_argument("--sizes", type=_int_triple, default=[64, 16, 16], help="train,valid,test rows (default 64,16,16)")
     make_synthetic.add_argument("--seed", type=int, default=0)
     make_synthetic.set_defaults(handler=cmd_make_synthetic)
+    features_cli.register(commands)
     demo.register(commands)
     return parser
 

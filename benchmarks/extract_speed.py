@@ -1,0 +1,105 @@
+"""Extraction speed on real clips: real-time factor (seconds of video per wall second) and clips/s per extractor
+and for the whole set, with 1 and 2 workers, next to the bound set by decoding plus face landmarking alone.
+
+    PYTHONPATH=. python benchmarks/extract_speed.py [--media ../shared/media] [--fps 10] [--workers 1 2] [--repeat 1]
+
+Each run starts from an empty cache; runs include worker start-up and model loading (seconds per worker),
+the bound does not. `--repeat K` lists every clip K times as separate clips (each is extracted: the cache is
+looked up before the run), so start-up weighs less.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import av
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from media_dataset import arrange_media_dataset  # noqa: E402
+
+from robustmm.features.base import create_extractor  # noqa: E402
+from robustmm.features.dataset import read_dataset  # noqa: E402
+from robustmm.features.decode import decode_clip  # noqa: E402
+from robustmm.features.extract import extract  # noqa: E402
+
+_landmarker = None
+
+
+def _load_landmarker(fps: float) -> None:
+    global _landmarker
+    _landmarker = create_extractor("mediapipe", {"fps": fps})
+    _landmarker.load()
+
+
+def _decode_and_landmark(path: str) -> int:
+    faces = []
+    decode_clip(path, video_fps=(_landmarker.frame_rate,), on_frame=lambda fps, t, rgb: faces.append(_landmarker.frame_features(rgb)))
+    return len(faces)
+
+
+def landmarking_bound(paths: list[str], fps: float, workers: int) -> float:
+    """Wall seconds of decoding + FaceLandmarker on every sampled frame, models already loaded."""
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_load_landmarker, initargs=(fps,)) as pool:
+        list(pool.map(time.sleep, [0.5] * workers))  # start and initialise every worker before the clock runs
+        start = time.perf_counter()
+        list(pool.map(_decode_and_landmark, paths))
+        return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    repo = Path(__file__).resolve().parents[1]
+    default_media = next((p for p in (repo.parent / "shared" / "media", repo.parent.parent / "shared" / "media") if p.is_dir()), None)
+    parser.add_argument("--media", default=default_media, help="the shared media folder (default ../shared/media)")
+    parser.add_argument("--fps", type=float, default=10.0)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeat", type=int, default=1, help="list every clip this many times")
+    args = parser.parse_args()
+    if args.media is None:
+        parser.error("no ../shared/media folder found: pass --media")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    work = Path(tempfile.mkdtemp(prefix="robustmm-bench-"))
+    count = arrange_media_dataset(Path(args.media), work / "dataset", args.repeat)
+    clips = read_dataset(work / "dataset")
+    seconds = 0.0
+    for clip in clips:
+        with av.open(str(clip.path)) as container:
+            seconds += container.duration / av.time_base
+    print(f"{count} clips, {seconds:.1f} s of video, vision at {args.fps:g} fps, {os.cpu_count()} CPUs")
+
+    runs = {
+        "bert (text)": {"text": ("bert", {})},
+        "librosa (audio)": {"audio": ("librosa", {})},
+        "opensmile (audio)": {"audio": ("opensmile", {})},
+        "mfcc (audio)": {"audio": ("mfcc", {})},
+        "mediapipe (vision)": {"vision": ("mediapipe", {"fps": args.fps})},
+        "whole set bert+librosa+mediapipe": {"text": ("bert", {}), "audio": ("librosa", {}), "vision": ("mediapipe", {"fps": args.fps})},
+    }
+    # Import and warm everything once so the first timed run does not pay the imports alone.
+    arrange_media_dataset(Path(args.media), work / "warm-dataset")
+    extract(work / "warm-dataset", runs["whole set bert+librosa+mediapipe"], {m: work / "warm" / f"{m}.pkl" for m in ("text", "audio", "vision")},
+            work / "warm-cache", workers=1, max_failure_share=1.0, progress=False)
+    print(f"{'run':<36} {'workers':>7} {'wall s':>8} {'RTF':>7} {'clips/s':>8}")
+    for workers in args.workers:
+        bound = landmarking_bound([str(clip.path) for clip in clips], args.fps, workers)
+        print(f"{'bound: decode + landmarking':<36} {workers:>7} {bound:>8.2f} {seconds / bound:>7.2f} {count / bound:>8.2f}")
+        for name, settings in runs.items():
+            if name.startswith("bert") and workers > 1:
+                continue  # text runs in the main process in batches; workers do not apply
+            folder = work / f"{name.split()[0]}-{workers}"
+            start = time.perf_counter()
+            extract(work / "dataset", settings, {m: folder / f"{m}.pkl" for m in settings}, folder / "cache",
+                    workers=workers, max_failure_share=1.0, progress=False)
+            wall = time.perf_counter() - start
+            print(f"{name:<36} {workers:>7} {wall:>8.2f} {seconds / wall:>7.2f} {count / wall:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""The extractor interface and registry (the lhotse pattern: one small class per extractor with a dataclass config).
+
+Adding an extractor: a dataclass config, a class with `name`, `modality`, `version`, `config_class` deriving
+from AudioExtractor, FrameExtractor or FileExtractor, decorated with `@register`, and a test.
+Raise ClipError for problems of the clip (they are reported per clip); any other exception stops the stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+MEDIA_MODALITIES = ("audio", "vision")
+
+
+class Extractor:
+    name: ClassVar[str]
+    modality: ClassVar[str]  # "text", "audio" or "vision"
+    version: ClassVar[int]  # bump when the output for the same input and config changes
+    config_class: ClassVar[type]
+
+    def __init__(self, config=None):
+        self.config = config if config is not None else self.config_class()
+
+    @property
+    def feature_names(self) -> list[str]:
+        raise NotImplementedError
+
+    @property
+    def dim(self) -> int:
+        return len(self.feature_names)
+
+    @property
+    def frame_rate(self) -> float | None:
+        """Feature rows per second of media; None when not fixed (one row per clip, or the video's own frame rate)."""
+        raise NotImplementedError
+
+    def check(self) -> None:
+        """Fail fast, before any worker starts, when something the extractor needs is absent (model file, binary)."""
+
+    def load(self) -> None:
+        """Load models and warm up; called once per worker before the first clip."""
+
+    def close(self) -> None:
+        """Release what load() acquired."""
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name, "modality": self.modality, "version": self.version,
+            "config": dataclasses.asdict(self.config), "feature_names": self.feature_names, "dim": self.dim,
+            "frame_rate": self.frame_rate,
+        }
+
+
+class AudioExtractor(Extractor):
+    """Features of the mono audio track resampled to `config.sample_rate`."""
+
+    modality = "audio"
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.config.sample_rate)
+
+    def extract(self, samples: np.ndarray) -> np.ndarray:
+        """(T, dim) float32 from mono float32 samples."""
+        raise NotImplementedError
+
+
+class FrameExtractor(Extractor):
+    """Per-frame features of video frames sampled at `config.fps`; frames without a face give None."""
+
+    modality = "vision"
+
+    @property
+    def frame_rate(self) -> float:
+        return float(self.config.fps)
+
+    def frame_features(self, rgb: np.ndarray) -> np.ndarray | None:
+        raise NotImplementedError
+
+
+class FileExtractor(Extractor):
+    """Extractors that read the clip file with their own tool (e.g. OpenFace)."""
+
+    def extract_file(self, path: Path) -> tuple[np.ndarray, dict]:
+        """(T, dim) float32 features of the usable frames and a quality dict (e.g. frames, detected)."""
+        raise NotImplementedError
+
+
+EXTRACTORS: dict[str, type[Extractor]] = {}
+
+
+def register(cls: type[Extractor]) -> type[Extractor]:
+    if cls.name in EXTRACTORS:
+        raise ValueError(f"extractor name {cls.name!r} registered twice")
+    EXTRACTORS[cls.name] = cls
+    return cls
+
+
+def create_extractor(name: str, config: dict | None = None, modality: str | None = None) -> Extractor:
+    """An extractor by registered name with its config built from a plain dict (unknown keys are an error)."""
+    # Importing the modules registers their extractors.
+    from robustmm.features import audio, text, video  # noqa: F401
+
+    if name not in EXTRACTORS:
+        raise ValueError(f"unknown extractor {name!r}; registered: {', '.join(sorted(EXTRACTORS))}")
+    cls = EXTRACTORS[name]
+    if modality is not None and cls.modality != modality:
+        raise ValueError(f"extractor {name!r} extracts {cls.modality}, not {modality}")
+    fields = {field.name for field in dataclasses.fields(cls.config_class)}
+    unknown = sorted(set(config or {}) - fields)
+    if unknown:
+        raise ValueError(f"extractor {name!r}: unknown config key(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
+    return cls(cls.config_class(**(config or {})))
