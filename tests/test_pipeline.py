@@ -40,7 +40,7 @@ def tiny_params() -> dict:
     params["extract"].update(datasets=["demo"], workers=1)
     params["extract"]["text"].update(max_length=12, device="cpu")
     params["extract"]["vision"].update(fps=3)
-    params["assemble"]["lengths"] = {"audio": 170, "vision": 12}
+    params["assemble"]["lengths"] = {"audio": 173, "vision": 12}
     params["sweep"].update(TINY_SWEEP)
     return params
 
