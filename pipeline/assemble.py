@@ -5,6 +5,7 @@ Sequence lengths come from params.yaml (never from the data): the text length is
 """
 
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -12,7 +13,7 @@ from robustmm.features.assemble import assemble
 
 
 def main(dataset: str) -> None:
-    params = yaml.safe_load(open("params.yaml", encoding="utf-8"))
+    params = yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))
     lengths = params["assemble"]["lengths"]
     features = {modality: f"features/{dataset}/{modality}.pkl" for modality in ("text", "audio", "vision")}
     assemble(

@@ -6,6 +6,7 @@ or a crash extracts only what is missing.
 """
 
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -13,10 +14,10 @@ from robustmm.features.extract import extract_modality
 
 
 def main(dataset: str, modality: str) -> None:
-    params = yaml.safe_load(open("params.yaml", encoding="utf-8"))["extract"]
+    params = yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))["extract"]
     config = dict(params[modality])
     extractor = config.pop("extractor")
-    extract_modality(
+    report = extract_modality(
         f"raw/{dataset}",
         modality,
         extractor,
@@ -26,6 +27,7 @@ def main(dataset: str, modality: str) -> None:
         output=f"features/{dataset}/{modality}.pkl",
         max_failure_share=params["max_failure_share"],
     )
+    print(f"{dataset} {modality} ({extractor}): {report['clips']} clips, {report['failed']} failed")
 
 
 if __name__ == "__main__":
