@@ -4,7 +4,8 @@ and for the whole set, with 1 and 2 workers, next to the bound set by decoding p
     PYTHONPATH=. python benchmarks/extract_speed.py [--media ../shared/media] [--fps 10] [--workers 1 2] [--repeat 1]
 
 Each run starts from an empty cache; runs include worker start-up and model loading (seconds per worker),
-the bound does not. `--repeat K` lists every clip K times as separate clips (each is extracted: the cache is
+the bound does not. `cpu s` is the CPU time spent (all processes; for the bound only inside the timed jobs):
+on a shared machine wall times swing with other people's load, CPU times much less. `--repeat K` lists every clip K times as separate clips (each is extracted: the cache is
 looked up before the run), so start-up weighs less.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -38,19 +40,26 @@ def _load_landmarker(fps: float) -> None:
     _landmarker.load()
 
 
-def _decode_and_landmark(path: str) -> int:
-    faces = []
-    decode_clip(path, video_fps=(_landmarker.frame_rate,), on_frame=lambda fps, t, rgb: faces.append(_landmarker.frame_features(rgb)))
-    return len(faces)
+def _decode_and_landmark(path: str) -> float:
+    """CPU seconds of decoding `path` and landmarking its sampled frames."""
+    start = time.process_time()
+    decode_clip(path, video_fps=(_landmarker.frame_rate,), on_frame=lambda fps, t, rgb: _landmarker.frame_features(rgb))
+    return time.process_time() - start
 
 
-def landmarking_bound(paths: list[str], fps: float, workers: int) -> float:
-    """Wall seconds of decoding + FaceLandmarker on every sampled frame, models already loaded."""
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its child processes that have ended (a pool's workers end when it closes)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def landmarking_bound(paths: list[str], fps: float, workers: int) -> tuple[float, float]:
+    """Wall and CPU seconds of decoding + FaceLandmarker on every sampled frame, models already loaded."""
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_load_landmarker, initargs=(fps,)) as pool:
         list(pool.map(time.sleep, [0.5] * workers))  # start and initialise every worker before the clock runs
         start = time.perf_counter()
-        list(pool.map(_decode_and_landmark, paths))
-        return time.perf_counter() - start
+        cpu = sum(pool.map(_decode_and_landmark, paths))
+        return time.perf_counter() - start, cpu
 
 
 def main() -> None:
@@ -86,19 +95,19 @@ def main() -> None:
     arrange_media_dataset(Path(args.media), work / "warm-dataset")
     extract(work / "warm-dataset", runs["whole set bert+librosa+mediapipe"], {m: work / "warm" / f"{m}.pkl" for m in ("text", "audio", "vision")},
             work / "warm-cache", workers=1, max_failure_share=1.0, progress=False)
-    print(f"{'run':<36} {'workers':>7} {'wall s':>8} {'RTF':>7} {'clips/s':>8}")
+    print(f"{'run':<36} {'workers':>7} {'wall s':>8} {'RTF':>7} {'clips/s':>8} {'cpu s':>7}")
     for workers in args.workers:
-        bound = landmarking_bound([str(clip.path) for clip in clips], args.fps, workers)
-        print(f"{'bound: decode + landmarking':<36} {workers:>7} {bound:>8.2f} {seconds / bound:>7.2f} {count / bound:>8.2f}")
+        bound, cpu = landmarking_bound([str(clip.path) for clip in clips], args.fps, workers)
+        print(f"{'bound: decode + landmarking':<36} {workers:>7} {bound:>8.2f} {seconds / bound:>7.2f} {count / bound:>8.2f} {cpu:>7.2f}")
         for name, settings in runs.items():
             if name.startswith("bert") and workers > 1:
                 continue  # text runs in the main process in batches; workers do not apply
             folder = work / f"{name.split()[0]}-{workers}"
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), _cpu_seconds()
             extract(work / "dataset", settings, {m: folder / f"{m}.pkl" for m in settings}, folder / "cache",
                     workers=workers, max_failure_share=1.0, progress=False)
-            wall = time.perf_counter() - start
-            print(f"{name:<36} {workers:>7} {wall:>8.2f} {seconds / wall:>7.2f} {count / wall:>8.2f}")
+            wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
+            print(f"{name:<36} {workers:>7} {wall:>8.2f} {seconds / wall:>7.2f} {count / wall:>8.2f} {cpu:>7.2f}")
 
 
 if __name__ == "__main__":

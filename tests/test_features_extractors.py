@@ -111,6 +111,24 @@ def test_audio_extractors_shapes_and_names(clips, name, config, dim, rate):
     assert extractor.feature_names[:1] == {"librosa": ["zcr"], "opensmile": [extractor.feature_names[0]], "mfcc": ["mfcc_0"]}[name]
 
 
+def test_librosa_memoized_cqt_filters_give_identical_features():
+    import importlib
+
+    constantq = importlib.import_module("librosa.core.constantq")
+    builder = getattr(constantq, "__vqt_filter_fft")
+    setattr(constantq, "__vqt_filter_fft", getattr(builder, "__wrapped__", builder))  # librosa's own, unmemoized
+    rng = np.random.default_rng(0)
+    tones = [np.sin(2 * np.pi * hz * np.arange(22050) / 22050).astype(np.float32) + 0.01 * rng.standard_normal(22050).astype(np.float32)
+             for hz in (220.0, 233.0)]
+    extractor = create_extractor("librosa")
+    unmemoized = [extractor.extract(tone) for tone in tones]
+    extractor.load()  # memoizes; each bank is then built once and served again (vqt scales it in place: copies)
+    assert getattr(constantq, "__vqt_filter_fft").__wrapped__ is getattr(builder, "__wrapped__", builder)
+    for _ in range(2):
+        for tone, expected in zip(tones, unmemoized):
+            assert extractor.extract(tone).tobytes() == expected.tobytes()
+
+
 def test_opensmile_lld_names_are_egemaps():
     names = create_extractor("opensmile").feature_names
     assert "Loudness_sma3" in names and "F0semitoneFrom27.5Hz_sma3nz" in names

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 # A frame is taken at grid time k / fps when its own time reaches it; this slack absorbs rounding of timestamps.
 _TIME_SLACK = 1e-6
@@ -72,6 +73,9 @@ def decode_clip(
         chunks: dict[int, list[np.ndarray]] = {rate: [] for rate in audio_rates}
         samplers = [_FrameSampler(fps) for fps in video_fps]
         frame_rate = float(video_stream.average_rate or 25) if video_stream else 25.0
+        # One RGB converter for the clip, single-threaded: frame.to_ndarray builds a new converter with its own
+        # threads for every frame, which took 6.8 instead of 0.4 ms a frame on two busy cores (same pixels).
+        to_rgb = VideoReformatter()
         last_time, frame_index = 0.0, 0
         try:
             # demux() without streams would read them all: nothing to read when no wanted stream exists.
@@ -86,7 +90,7 @@ def decode_clip(
                     last_time = max(last_time, time + 1.0 / frame_rate)
                     wanted = [sampler.fps for sampler in samplers if sampler.wants(time)]
                     if wanted and on_frame is not None:
-                        rgb = frame.to_ndarray(format="rgb24")
+                        rgb = to_rgb.reformat(frame, format="rgb24", threads=1).to_ndarray()
                         for fps in wanted:
                             on_frame(fps, time, rgb)
             for rate, resampler in resamplers.items():

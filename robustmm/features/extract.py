@@ -11,12 +11,13 @@ import json
 import multiprocessing
 import os
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from robustmm import data
@@ -115,6 +116,7 @@ _worker_extractors: list[Extractor] = []
 
 
 def _init_worker(specs: list[tuple[str, dict]]) -> None:
+    threadpool_limits(limits=1, user_api="blas")  # one core per worker, as in the serial run (see _run_jobs)
     _worker_extractors.extend(create_extractor(name, config) for name, config in specs)
     for extractor in _worker_extractors:
         extractor.load()
@@ -124,11 +126,16 @@ def _worker_job(job: _Job) -> tuple[str, dict[int, ClipResult]]:
     return _run_job(job, _worker_extractors)
 
 
-def _run_jobs(jobs: list[_Job], extractors: list[Extractor], workers: int, progress: bool) -> dict[tuple[int, str], ClipResult]:
+def _run_jobs(jobs: list[_Job], extractors: list[Extractor], workers: int, progress: bool,
+              meanwhile: Callable[[], None]) -> dict[tuple[int, str], ClipResult]:
+    """Extract the media jobs; `meanwhile` (the text encoding) runs in this process while workers extract."""
     uncached: dict[tuple[int, str], ClipResult] = {}
     bar = tqdm(total=len(jobs), unit="clip", desc="extract", disable=not progress or not jobs, smoothing=0.1)
-    with bar:
-        if workers <= 1 or len(jobs) <= 1:
+    if workers <= 1 or len(jobs) <= 1:
+        # A worker is one core: BLAS threads beside it only oversubscribe the cores (librosa's mel products ran
+        # 20 to 30 times slower with two BLAS threads on two busy cores). One thread everywhere also keeps the
+        # floats independent of the worker count (MFCC last bits differed between threaded and single-threaded BLAS).
+        with bar, threadpool_limits(limits=1, user_api="blas"):
             for extractor in extractors:
                 extractor.load()
             try:
@@ -139,19 +146,23 @@ def _run_jobs(jobs: list[_Job], extractors: list[Extractor], workers: int, progr
             finally:
                 for extractor in extractors:
                     extractor.close()
-            return uncached
-        specs = [(extractor.name, dataclasses.asdict(extractor.config)) for extractor in extractors]
-        context = multiprocessing.get_context("spawn")  # no forked copies of model threads or locks
-        pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context, initializer=_init_worker, initargs=(specs,))
-        try:
-            for future in as_completed([pool.submit(_worker_job, job) for job in jobs]):
+        meanwhile()
+        return uncached
+    specs = [(extractor.name, dataclasses.asdict(extractor.config)) for extractor in extractors]
+    context = multiprocessing.get_context("spawn")  # no forked copies of model threads or locks
+    pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context, initializer=_init_worker, initargs=(specs,))
+    try:
+        futures = [pool.submit(_worker_job, job) for job in jobs]
+        meanwhile()
+        with bar:
+            for future in as_completed(futures):
                 clip_id, results = future.result()
                 uncached.update({(i, clip_id): result for i, result in results.items()})
                 bar.update(1)
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)  # stop at the first error; finished clips stay cached
-            raise
-        pool.shutdown()
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)  # stop at the first error; finished clips stay cached
+        raise
+    pool.shutdown()
     return uncached
 
 
@@ -248,9 +259,15 @@ def extract(
                         if not (path := cache.entry(hashes[clip.id], extractor)).is_file())
         if entries:
             jobs.append(_Job(clip.id, str(clip.path), entries))
-    uncached = _run_jobs(jobs, media_extractors, workers, progress) if jobs else {}
-    if "text" in built:
-        _extract_text(clips, built["text"], cache, progress)
+    def extract_text() -> None:
+        if "text" in built:
+            _extract_text(clips, built["text"], cache, progress)
+
+    if jobs:
+        uncached = _run_jobs(jobs, media_extractors, workers, progress, meanwhile=extract_text)
+    else:
+        uncached = {}
+        extract_text()
 
     reports, problems = {}, []
     for modality, extractor in built.items():
