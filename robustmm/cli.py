@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from robustmm import data, demo, presets, synthetic
+from robustmm import data, demo, experiments, presets, synthetic
 from robustmm.features import cli as features_cli
 
 
@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     make_synthetic.add_argument("--seed", type=int, default=0)
     make_synthetic.set_defaults(handler=cmd_make_synthetic)
     features_cli.register(commands)
+    experiments.register(commands)
     demo.register(commands)
     return parser
 

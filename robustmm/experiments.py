@@ -1,0 +1,256 @@
+"""The missing-rate sweep: one TFR-Net trained and tested per (rate, seed), then mean/std per rate and AUILC.
+
+Outputs in `out`: `runs/rate_<r>_seed_<s>/` (checkpoint and result.json of each run), `results.csv` (one row
+per run), `metrics.json` (flat keys for `dvc metrics show`), `robustness.csv` (metric mean/std vs rate, for
+`dvc plots show`) and `robustness.png`. Finished runs are skipped, so an interrupted sweep continues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+from pathlib import Path
+
+import numpy as np
+
+from robustmm import metrics
+from robustmm.device import resolve_device
+from robustmm.models.tfr_net import TEXT_MODES
+from robustmm.train import TEXT_TARGETS, RunConfig, evaluate_checkpoint, load_features, train
+
+MODEL_NAMES = ("tfr_net",)
+
+
+def run_dir_name(rate: float, seed: int) -> str:
+    return f"rate_{rate:.2f}_seed_{seed}"
+
+
+def sweep(
+    data: str | Path,
+    dataset: str,
+    rates: list[float] | None = None,
+    seeds: list[int] | None = None,
+    out: str | Path = "results/sweep",
+    model_dir: str | Path | None = None,
+    text_mode: str = "finetune",
+    text_encoder: str | None = None,
+    text_target: str = "encoder",
+    simam: bool = False,
+    faithful: bool = False,
+    device: str = "auto",
+    amp: bool = False,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    keep_models: bool = True,
+    progress: bool = True,
+) -> dict:
+    """Train and test one model per (rate, seed) on the feature file `data`; returns the metrics.json dict.
+
+    `rates` and `seeds` default to the preset's protocol; `epochs` caps the epochs (default: the preset's cap,
+    with early stopping); `model_dir` holds the per-run checkpoints (default `out/runs`); `keep_models=False`
+    deletes each run's checkpoint once it is tested."""
+    from robustmm.text_encoder import TextEncoder
+
+    loaded, preset = load_features(data, dataset)
+    rates = sorted(float(rate) for rate in (preset.missing_rates if rates is None else rates))
+    seeds = [int(seed) for seed in (preset.seeds if seeds is None else seeds)]
+    if not rates or not seeds:
+        raise ValueError("a sweep needs at least one rate and one seed")
+    out = Path(out)
+    model_dir = Path(model_dir) if model_dir is not None else out / "runs"
+    encoder = TextEncoder(text_encoder or preset.text_encoder, device=resolve_device(device))
+    complete_cache: dict = {}
+    rows = []
+    for rate in rates:
+        for seed in seeds:
+            config = RunConfig(
+                dataset=dataset, rate=rate, seed=seed, text_mode=text_mode, text_encoder=encoder.name,
+                text_target=text_target, simam=simam, faithful=faithful, device=device, amp=amp,
+                max_epochs=epochs, batch_size=batch_size, progress=progress,
+            )
+            run_dir = model_dir / run_dir_name(rate, seed)
+            result = train(loaded, preset, config, run_dir, encoder, complete_cache)
+            if not keep_models:
+                (run_dir / "best.pt").unlink(missing_ok=True)
+            rows.append({"rate": rate, "seed": seed, "epochs": result["epochs"], "best_epoch": result["best_epoch"],
+                         "train_seconds": result["train_seconds"], **result["test"]})
+    return write_outputs(rows, out, preset.key_metrics)
+
+
+def write_outputs(rows: list[dict], out: Path, key_metrics: tuple[str, ...]) -> dict:
+    import pandas as pd
+
+    out.mkdir(parents=True, exist_ok=True)
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "results.csv", index=False)
+    rates = sorted(table["rate"].unique())
+    names = [name for name in rows[0] if name not in ("rate", "seed", "epochs", "best_epoch", "train_seconds")]
+    curve = []
+    for rate in rates:
+        summary = metrics.aggregate([{name: row[name] for name in names} for row in rows if row["rate"] == rate])
+        curve.append({"rate": float(rate), **{f"{n}_{k}": summary[n][k] for n in names for k in ("mean", "std")}})
+    pd.DataFrame(curve).to_csv(out / "robustness.csv", index=False)
+
+    flat = {f"rate_{point['rate']:.2f}/{key}": value for point in curve for key, value in point.items() if key != "rate"}
+    if len(rates) > 1:
+        for name in names:
+            flat[f"auilc/{name}"] = metrics.auilc([p["rate"] for p in curve], [p[f"{name}_mean"] for p in curve])
+    (out / "metrics.json").write_text(json.dumps(flat, indent=2, sort_keys=True))
+    plot_robustness(curve, [name for name in key_metrics if name in names], out / "robustness.png")
+    return flat
+
+
+def plot_robustness(curve: list[dict], names: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rates = np.array([point["rate"] for point in curve])
+    columns = min(4, len(names))
+    rows = -(-len(names) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False)
+    for axis, name in zip(axes.flat, names):
+        mean = np.array([point[f"{name}_mean"] for point in curve])
+        std = np.array([point[f"{name}_std"] for point in curve])
+        axis.plot(rates, mean, marker="o")
+        axis.fill_between(rates, mean - std, mean + std, alpha=0.25)
+        axis.set_title(name)
+        axis.set_xlabel("missing rate")
+        axis.grid(alpha=0.3)
+    for axis in list(axes.flat)[len(names):]:
+        axis.axis("off")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def run(model_name: str, dataset_name: str, seeds: list[int] | None = None, *, data: str | Path,
+        model_save_dir: str | Path | None = None, res_save_dir: str | Path = "results/sweep",
+        gpu_ids: list[int] | None = None, **settings) -> dict:
+    """MMSA_run's call shape: `run('tfr_net', 'mosi', seeds=[1111], data='unaligned_50.pkl', gpu_ids=[0])`.
+
+    gpu_ids [] or None picks the device automatically, [i] means cuda:i; other keyword arguments go to `sweep`."""
+    if model_name.lower() not in MODEL_NAMES:
+        raise ValueError(f"unknown model {model_name!r}: robustmm trains {', '.join(MODEL_NAMES)}")
+    if gpu_ids and len(gpu_ids) > 1:
+        raise ValueError("one GPU per run: pass gpu_ids=[i]")
+    device = f"cuda:{gpu_ids[0]}" if gpu_ids else settings.pop("device", "auto")
+    return sweep(data, dataset_name.lower(), seeds=seeds, out=res_save_dir, model_dir=model_save_dir, device=device, **settings)
+
+
+# ---------------------------------------------------------------------------------------- command line
+
+
+def _floats(text: str) -> list[float]:
+    return [float(value) for value in text.split(",") if value.strip()]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(value) for value in text.split(",") if value.strip()]
+
+
+def _add_model_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="the .pkl feature file")
+    parser.add_argument("--dataset", required=True, help="preset: mosi, mosei, sims, simsv2, avec2019 or custom")
+    parser.add_argument("--text-mode", choices=TEXT_MODES, default="finetune", help="finetune BERT on corrupted ids, or frozen cached encoder outputs")
+    parser.add_argument("--text-encoder", default=None, help="Hugging Face name or local folder (default: the preset's)")
+    parser.add_argument("--text-target", choices=TEXT_TARGETS, default="encoder", help="frozen mode: complete-text target from the encoder or the file's `text`")
+    parser.add_argument("--simam", action="store_true", help="insert SimAM (see docs/training.md)")
+    parser.add_argument("--faithful", action="store_true", help="reproduce the upstream implementation's quirks")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--amp", action="store_true", help="mixed precision (bf16 where supported, else fp16 on CUDA)")
+    parser.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: the preset's cap; early stopping applies)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the preset's")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _settings(args: argparse.Namespace) -> dict:
+    return {"text_mode": args.text_mode, "text_encoder": args.text_encoder, "text_target": args.text_target,
+            "simam": args.simam, "faithful": args.faithful, "device": args.device, "amp": args.amp,
+            "epochs": args.epochs, "batch_size": args.batch_size, "progress": not args.no_progress}
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    settings = {**_settings(args), "rates": args.rates, "seeds": args.seeds, "out": args.out,
+                "model_dir": args.model_dir, "keep_models": not args.no_keep_models}
+    if args.params:
+        settings.update(settings_from_yaml(args.params, args.section))
+    flat = sweep(args.data, args.dataset, **settings)
+    for key in sorted(flat):
+        if key.startswith("auilc/"):
+            print(f"{key}: {flat[key]:.4f}")
+    print(f"wrote {Path(settings['out']) / 'results.csv'}, metrics.json, robustness.csv, robustness.png")
+    return 0
+
+
+def settings_from_yaml(path: str | Path, section: str) -> dict:
+    """The keyword arguments of `sweep` stored under `section` of a YAML file (dots for nesting: train.sweep)."""
+    import yaml
+
+    node = yaml.safe_load(Path(path).read_text())
+    for key in section.split("."):
+        if not isinstance(node, dict) or key not in node:
+            raise ValueError(f"{path}: no section {section!r}")
+        node = node[key]
+    allowed = set(inspect.signature(sweep).parameters) - {"data", "dataset"}
+    unknown = sorted(set(node) - allowed)
+    if unknown:
+        raise ValueError(f"{path}: section {section!r} has unknown settings {', '.join(unknown)} (known: {', '.join(sorted(allowed))})")
+    return dict(node)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from robustmm.text_encoder import TextEncoder
+
+    loaded, preset = load_features(args.data, args.dataset)
+    settings = _settings(args)
+    encoder = TextEncoder(settings["text_encoder"] or preset.text_encoder, device=resolve_device(args.device))
+    config = RunConfig(
+        dataset=args.dataset, rate=args.rate, seed=args.seed, text_mode=args.text_mode, text_encoder=encoder.name,
+        text_target=args.text_target, simam=args.simam, faithful=args.faithful, device=args.device, amp=args.amp,
+        max_epochs=args.epochs, batch_size=args.batch_size, progress=not args.no_progress,
+    )
+    result = train(loaded, preset, config, args.out, encoder)
+    print(json.dumps({"rate": result["rate"], "seed": result["seed"], "best_epoch": result["best_epoch"], **result["test"]}, indent=2))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    result = evaluate_checkpoint(args.checkpoint, args.data, rate=args.rate, seed=args.seed, split=args.split, device=args.device)
+    text = json.dumps(result, indent=2)
+    if args.output:
+        Path(args.output).write_text(text)
+    print(text)
+    return 0
+
+
+def register(commands) -> None:
+    train_parser = commands.add_parser("train", help="train and test TFR-Net at one missing rate and seed")
+    _add_model_flags(train_parser)
+    train_parser.add_argument("--rate", type=float, default=0.0, help="missing rate of every modality and split")
+    train_parser.add_argument("--seed", type=int, default=1111, help="training and mask seed")
+    train_parser.add_argument("--out", default="results/train", help="run folder (checkpoints, result.json); resumes if interrupted")
+    train_parser.set_defaults(handler=cmd_train)
+
+    sweep_parser = commands.add_parser("sweep", help="train and test one model per (missing rate, seed); table, metrics, figure")
+    _add_model_flags(sweep_parser)
+    sweep_parser.add_argument("--rates", type=_floats, default=None, help="comma-separated, e.g. 0,0.5 (default: the preset's grid)")
+    sweep_parser.add_argument("--seeds", type=_ints, default=None, help="comma-separated (default: 111,1111,11111)")
+    sweep_parser.add_argument("--out", default="results/sweep", help="output folder")
+    sweep_parser.add_argument("--model-dir", default=None, help="checkpoint folder (default: OUT/runs)")
+    sweep_parser.add_argument("--no-keep-models", action="store_true", help="delete each run's checkpoint after testing")
+    sweep_parser.add_argument("--params", default=None, help="YAML file whose SECTION holds sweep settings (they override the flags)")
+    sweep_parser.add_argument("--section", default="train", help="section of --params, dots for nesting")
+    sweep_parser.set_defaults(handler=cmd_sweep)
+
+    evaluate_parser = commands.add_parser("evaluate", help="metrics of a saved checkpoint on a feature file")
+    evaluate_parser.add_argument("checkpoint", help="a run's best.pt")
+    evaluate_parser.add_argument("--data", required=True, help="the .pkl feature file")
+    evaluate_parser.add_argument("--rate", type=float, default=None, help="missing rate (default: the run's)")
+    evaluate_parser.add_argument("--seed", type=int, default=None, help="mask seed (default: the run's)")
+    evaluate_parser.add_argument("--split", default="test", help="train, valid or test")
+    evaluate_parser.add_argument("--device", default="auto")
+    evaluate_parser.add_argument("--output", default=None, help="also write the metrics JSON here")
+    evaluate_parser.set_defaults(handler=cmd_evaluate)

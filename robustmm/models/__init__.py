@@ -1,0 +1,1 @@
+"""Models trained on `.pkl` features: TFR-Net with optional SimAM."""

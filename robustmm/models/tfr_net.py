@@ -1,0 +1,346 @@
+"""TFR-Net: Transformer-based Feature Reconstruction Network (Yuan et al., ACM MM 2021), SPEC section 6.
+
+Per modality m in (text, audio, vision): Conv1d projection to d, sinusoidal positions, one intra-modal and two
+cross-modal transformers, concatenated to 3d per step. The reconstruction module attends along the 3d feature
+channels of each sample (tokens = channels, embedding = time) and maps every step back to D_m with a Linear;
+its loss covers exactly the dropped valid positions. The fusion encoders (3-layer BiGRU over the valid length,
+Conv1d gate, max pool) feed the classifier.
+
+`faithful=True` reproduces the upstream implementation's quirks for comparison with published numbers:
+time-causal masks in every transformer and no key padding mask, the reconstruction transformer attending
+across the samples of the batch with a causal mask and `num_temporal_head` heads, max pooling over padding,
+the CMD term over all rows, and (finetune) the complete-text target from a second BERT pass with gradients.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robustmm.models.simam import SimAM
+from robustmm.presets import MODALITIES, TFRNetParams
+
+TEXT_MODES = ("finetune", "frozen")
+
+
+def sinusoidal_positions(length: int, dim: int, device: torch.device) -> torch.Tensor:
+    """(length, dim) fairseq/MulT sinusoids (sin half, cos half, positions from 1)."""
+    half = dim // 2
+    frequencies = torch.exp(torch.arange(half, device=device) * -(math.log(10000.0) / max(half - 1, 1)))
+    angles = torch.arange(1, length + 1, device=device)[:, None] * frequencies[None, :]
+    table = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+    return F.pad(table, (0, dim - 2 * half))
+
+
+def causal_mask(query_len: int, key_len: int, device: torch.device) -> torch.Tensor:
+    """MulT's future mask as a boolean 'may attend' matrix; offset so that every query sees some keys."""
+    blocked = torch.ones(query_len, key_len, dtype=torch.bool, device=device).triu(1 + abs(key_len - query_len))
+    return ~blocked
+
+
+def key_padding_mask(valid: torch.Tensor) -> torch.Tensor:
+    """(B, 1, 1, L) 'may attend' mask from a (B, L) validity mask; an empty row may attend its first (zeroed) step."""
+    allowed = valid.bool().clone()
+    allowed[:, 0] |= ~allowed.any(dim=1)
+    return allowed[:, None, None, :]
+
+
+def largest_divisor_at_most(n: int, limit: int) -> int:
+    return next(k for k in range(min(n, max(limit, 1)), 0, -1) if n % k == 0)
+
+
+class TransformerLayer(nn.Module):
+    """Pre-norm attention + feed-forward block of MulT, with fused scaled-dot-product attention."""
+
+    def __init__(self, dim: int, heads: int, attn_dropout: float, relu_dropout: float, res_dropout: float, drop_keys: bool):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"{heads} attention heads do not divide the embedding size {dim}")
+        self.heads, self.attn_dropout, self.relu_dropout, self.res_dropout = heads, attn_dropout, relu_dropout, res_dropout
+        self.drop_keys = drop_keys
+        self.norm_attn = nn.LayerNorm(dim)
+        self.query = nn.Linear(dim, dim)
+        self.key_value = nn.Linear(dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.norm_ff = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, 4 * dim)
+        self.fc2 = nn.Linear(4 * dim, dim)
+
+    def attention(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        batch, query_len, dim = x.shape
+        split = lambda t: t.view(batch, t.shape[1], self.heads, dim // self.heads).transpose(1, 2)  # noqa: E731
+        key, value = self.key_value(context).chunk(2, dim=-1)
+        dropout = self.attn_dropout if self.training else 0.0
+        if dropout and self.drop_keys:
+            mask, dropout = self.dropped_keys(mask, batch, context.shape[1], x.device, dropout), 0.0
+        attended = F.scaled_dot_product_attention(split(self.query(x)), split(key), split(value), attn_mask=mask, dropout_p=dropout)
+        return self.out(attended.transpose(1, 2).reshape(batch, query_len, dim))
+
+    def dropped_keys(self, mask, batch: int, key_len: int, device, rate: float) -> torch.Tensor:
+        """Attention dropout by keys: each (sample, head) ignores a random `rate` of the keys, for all queries.
+
+        Dropping single weights of the (queries x keys) map forces the unfused attention path that stores
+        the map and its dropout mask for backward (GBs at 500 x 500); a per-key mask keeps the fused kernels.
+        A row whose allowed keys would all be dropped keeps them."""
+        kept = torch.rand(batch, self.heads, 1, key_len, device=device) >= rate
+        allowed = kept if mask is None else kept & mask
+        return torch.where(allowed.any(dim=-1, keepdim=True), allowed, True if mask is None else mask)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None, mask: torch.Tensor | None) -> torch.Tensor:
+        normed = self.norm_attn(x)
+        context = normed if context is None else self.norm_attn(context)
+        x = x + F.dropout(self.attention(normed, context, mask), self.res_dropout, self.training)
+        hidden = F.dropout(F.relu(self.fc1(self.norm_ff(x))), self.relu_dropout, self.training)
+        return x + F.dropout(self.fc2(hidden), self.res_dropout, self.training)
+
+
+class TransformerEncoder(nn.Module):
+    """MulT's encoder on (batch, seq, dim): scaled input, optional positions, embedding dropout, final norm.
+
+    With `context` it is a cross-modal transformer (queries from x, keys and values from context).
+    `drop_keys` selects attention dropout by keys (fused kernels) instead of by single weights (upstream)."""
+
+    def __init__(self, dim: int, heads: int, layers: int, attn_dropout: float, params: TFRNetParams, positions: bool,
+                 drop_keys: bool):
+        super().__init__()
+        self.scale, self.positions, self.embed_dropout = math.sqrt(dim), positions, params.embed_dropout
+        self.layers = nn.ModuleList(
+            TransformerLayer(dim, heads, attn_dropout, params.relu_dropout, params.res_dropout, drop_keys)
+            for _ in range(layers)
+        )
+        self.norm = nn.LayerNorm(dim)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.scale * x
+        if self.positions:
+            x = x + sinusoidal_positions(x.shape[1], x.shape[2], x.device).to(x.dtype)
+        return F.dropout(x, self.embed_dropout, self.training)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.embed(x)
+        context = None if context is None else self.embed(context)
+        for layer in self.layers:
+            x = layer(x, context, mask)
+        return self.norm(x)
+
+
+class BiGRU(nn.Module):
+    """Multi-layer bidirectional GRU over the valid length of each row, zeros after it.
+
+    Gives the outputs of nn.GRU on a packed sequence (pack_padded_sequence), computed as two unidirectional
+    GRUs per layer on padded tensors, the backward one on each row reversed within its length. On CPU the
+    packed path slices one step at a time and its backward allocates a full-size gradient per step, which
+    grows with the square of the length (minutes per batch at 500 frames)."""
+
+    def __init__(self, in_dim: int, hidden: int, layers: int):
+        super().__init__()
+        sizes = [in_dim] + [2 * hidden] * (layers - 1)
+        self.ahead = nn.ModuleList(nn.GRU(size, hidden, batch_first=True) for size in sizes)
+        self.behind = nn.ModuleList(nn.GRU(size, hidden, batch_first=True) for size in sizes)
+
+    @torch.autocast("cuda", enabled=False)
+    @torch.autocast("cpu", enabled=False)
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        # Recurrences run in float32 under mixed precision: cheap at these sizes, and cuDNN's RNNs lack bf16.
+        x = x.float()
+        steps = torch.arange(x.shape[1], device=x.device)[None, :]
+        valid = (steps < lengths[:, None])[:, :, None]
+        # Reversing within the length is its own inverse; padding steps stay in place.
+        reverse = torch.where(valid[:, :, 0], lengths[:, None] - 1 - steps, steps)[:, :, None]
+        flip = lambda t: t.gather(1, reverse.expand(-1, -1, t.shape[2]))  # noqa: E731
+        for ahead, behind in zip(self.ahead, self.behind):
+            x = torch.cat([ahead(x)[0], flip(behind(flip(x))[0])], dim=-1) * valid
+        return x
+
+
+class GatedEncoder(nn.Module):
+    """The CNN-gate fusion encoder: BiGRU over the valid length, Conv1d gate, tanh projection, max pool."""
+
+    def __init__(self, in_dim: int, hidden: int, layers: int, dropout: float, masked_pool: bool):
+        super().__init__()
+        self.gru = BiGRU(in_dim, hidden, layers)
+        self.gate = nn.Conv1d(2 * hidden, 1, kernel_size=3, padding=1)
+        self.project = nn.Linear(2 * hidden + in_dim, hidden)
+        self.dropout = nn.Dropout(dropout)
+        self.masked_pool = masked_pool
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        context = self.gru(x, lengths)
+        gate = torch.sigmoid(self.gate(context.transpose(1, 2))).transpose(1, 2)
+        steps = torch.tanh(self.project(torch.cat([x, torch.tanh(context) * gate], dim=-1)))
+        if self.masked_pool:
+            valid = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
+            pooled = steps.masked_fill(~valid[:, :, None], float("-inf")).max(dim=1).values
+            pooled = torch.where(valid.any(dim=1, keepdim=True), pooled, torch.zeros_like(pooled))
+        else:
+            pooled = steps.max(dim=1).values
+        return self.dropout(pooled)
+
+
+class TFRNet(nn.Module):
+    """TFR-Net on one batch dict (see `forward`); returns the prediction and the three reconstruction losses.
+
+    seq_lens and feature_dims are (text, audio, vision); feature_dims[0] is the text encoder's hidden size.
+    In `finetune` mode `text_encoder` (a Hugging Face BERT-family model) is part of the model and reads the
+    corrupted ids; in `frozen` mode the batch carries precomputed encoder outputs and no encoder is held.
+    """
+
+    def __init__(
+        self,
+        params: TFRNetParams,
+        seq_lens: tuple[int, int, int],
+        feature_dims: tuple[int, int, int],
+        text_mode: str = "finetune",
+        text_encoder: nn.Module | None = None,
+        simam: bool = False,
+        faithful: bool = False,
+    ):
+        super().__init__()
+        if text_mode not in TEXT_MODES:
+            raise ValueError(f"unknown text mode {text_mode!r}: choose one of {', '.join(TEXT_MODES)}")
+        if (text_mode == "finetune") != (text_encoder is not None):
+            raise ValueError("finetune mode needs a text encoder inside the model; frozen mode takes none")
+        self.params, self.seq_lens, self.feature_dims = params, tuple(seq_lens), tuple(feature_dims)
+        self.text_mode, self.faithful = text_mode, faithful
+        self.text_encoder = text_encoder
+        d, p = params.common_dim, params
+        self.projections = nn.ModuleList(
+            nn.Conv1d(dim, d, kernel_size=k, padding=(k - 1) // 2, bias=False) for dim, k in zip(feature_dims, p.conv_kernels)
+        )
+        # attn_dropout is (text, audio, vision): a cross-modal transformer uses the dropout of its key modality,
+        # the intra-modal ones the text value, as upstream.
+        intra_layers = max(p.nlevels, p.intra_layers)
+        self.intra = nn.ModuleList(
+            TransformerEncoder(d, p.num_heads, intra_layers, p.attn_dropout[0], p, positions=True, drop_keys=not faithful)
+            for _ in MODALITIES
+        )
+        self.cross = nn.ModuleDict({
+            f"{query}_{key}": TransformerEncoder(d, p.num_heads, p.nlevels, p.attn_dropout[k], p, positions=True, drop_keys=not faithful)
+            for q, query in enumerate(MODALITIES) for k, key in enumerate(MODALITIES) if k != q
+        })
+        self.reconstructors = nn.ModuleList(
+            TransformerEncoder(
+                length,
+                p.num_temporal_head if faithful else largest_divisor_at_most(length, p.num_temporal_head),
+                intra_layers, p.attn_dropout[0], p, positions=False, drop_keys=not faithful,
+            )
+            for length in self.seq_lens
+        )
+        self.back_projections = nn.ModuleList(nn.Linear(3 * d, dim) for dim in feature_dims)
+        self.fusion = nn.ModuleList(
+            GatedEncoder(3 * d, hidden, p.fusion_gru_layers, p.fusion_dropout, masked_pool=not faithful)
+            for hidden in p.fusion_hidden
+        )
+        self.simam = SimAM() if simam else None
+        fused = sum(p.fusion_hidden)
+        self.classifier = nn.Sequential(
+            nn.BatchNorm1d(fused), nn.Linear(fused, p.cls_hidden_dim), nn.LeakyReLU(), nn.Dropout(p.cls_dropout),
+            nn.Linear(p.cls_hidden_dim, 1),
+        )
+
+    def encode_text(self, text_bert: torch.Tensor) -> torch.Tensor:
+        return self.text_encoder(
+            input_ids=text_bert[:, 0], attention_mask=text_bert[:, 1], token_type_ids=text_bert[:, 2]
+        ).last_hidden_state
+
+    def text_inputs(self, batch: dict, with_target: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(corrupted text features fed to the model, complete text features used as reconstruction target)."""
+        if self.text_mode == "frozen":
+            return batch["text_m"], batch["text"]
+        corrupted = self.encode_text(batch["text_bert_m"])
+        if not with_target:
+            return corrupted, None
+        if self.faithful:
+            return corrupted, self.encode_text(batch["text_bert"])
+        with torch.no_grad():
+            return corrupted, self.encode_text(batch["text_bert"])
+
+    def reconstruct(self, index: int, features: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """features (B, L, 3d) -> (B, L, D_m). Tokens are the 3d channels, embedding the L steps."""
+        if self.faithful:
+            # Upstream feeds (channels, batch, time) to a sequence-first encoder: it attends across samples.
+            across_batch = features.permute(2, 0, 1)
+            mask = causal_mask(across_batch.shape[1], across_batch.shape[1], features.device)
+            channels = self.reconstructors[index](across_batch, mask=mask).permute(1, 0, 2)
+        else:
+            # Zeroed padding steps make the result independent of padded values.
+            channels = self.reconstructors[index]((features * valid[:, :, None]).transpose(1, 2))
+        return self.back_projections[index](channels.transpose(1, 2))
+
+    def forward(self, batch: dict, with_reconstruction: bool = True) -> dict:
+        """batch: text_bert, text_bert_m (B, 3, L_t) ids (finetune) or text, text_m (B, L_t, H) (frozen);
+        audio, audio_m, vision, vision_m (B, L, D); audio_lengths, vision_lengths (B,);
+        text_keep, audio_keep, vision_keep (B, L) with 1 = valid and kept.
+        Returns {"prediction": (B,), "recon_loss": (3,) per modality, unweighted}; without reconstruction
+        (predicting only) the complete-text pass and the reconstruction are skipped and recon_loss is None."""
+        text_m, text_target = self.text_inputs(batch, with_target=with_reconstruction)
+        text_m = F.dropout(text_m, self.params.text_dropout, self.training)
+        lengths = [batch["text_bert"][:, 1].sum(dim=1), batch["audio_lengths"], batch["vision_lengths"]]
+        inputs = [text_m, batch["audio_m"], batch["vision_m"]]
+        targets = [text_target, batch["audio"], batch["vision"]]
+        steps = [torch.arange(x.shape[1], device=x.device)[None, :] for x in inputs]
+        valid = [(step < length[:, None]).to(x.dtype) for step, length, x in zip(steps, lengths, inputs)]
+        keep = [batch[f"{m}_keep"].to(x.dtype) for m, x in zip(MODALITIES, inputs)]
+
+        projected = []
+        for index, x in enumerate(inputs):
+            if not self.faithful:
+                x = x * valid[index][:, :, None]
+            h = self.projections[index](x.transpose(1, 2)).transpose(1, 2)
+            projected.append(self.simam(h, keep[index]) if self.simam is not None else h)
+
+        hidden = []
+        for q, query in enumerate(MODALITIES):
+            parts = [self.intra[q](projected[q], mask=self.attention_mask(q, q, valid))]
+            for k, key in enumerate(MODALITIES):
+                if k != q:
+                    mask = self.attention_mask(q, k, valid)
+                    parts.append(self.cross[f"{query}_{key}"](projected[q], projected[k], mask=mask))
+            hidden.append(torch.cat(parts, dim=-1))
+
+        recon_loss = torch.stack([
+            self.reconstruction_loss(self.reconstruct(m, hidden[m], valid[m]), targets[m], valid[m] - keep[m])
+            for m in range(len(MODALITIES))
+        ]) if with_reconstruction else None
+        pooled = []
+        for m in range(len(MODALITIES)):
+            h = self.simam(hidden[m], keep[m]) if self.simam is not None else hidden[m]
+            pooled.append(self.fusion[m](h, lengths[m]))
+        prediction = self.classifier(torch.cat(pooled, dim=1)).squeeze(-1)
+        return {"prediction": prediction, "recon_loss": recon_loss}
+
+    def attention_mask(self, q: int, k: int, valid: list[torch.Tensor]) -> torch.Tensor:
+        if self.faithful:
+            return causal_mask(valid[q].shape[1], valid[k].shape[1], valid[q].device)
+        return key_padding_mask(valid[k])
+
+    def reconstruction_loss(self, prediction: torch.Tensor, target: torch.Tensor, missing: torch.Tensor) -> torch.Tensor:
+        """SmoothL1 summed over the dropped valid positions / number of their elements (+ weighted CMD)."""
+        prediction, target = prediction.float(), target.float()
+        weights = missing[:, :, None].float().expand_as(prediction)
+        count = weights.sum() + 1e-4
+        loss = F.smooth_l1_loss(prediction * weights, target * weights, reduction="sum") / count
+        if self.params.weight_sim_loss:
+            if self.faithful:
+                rows_pred = (prediction * weights).flatten(0, 1)
+                rows_target = (target * weights).flatten(0, 1)
+            else:
+                chosen = missing.bool()
+                rows_pred, rows_target = prediction[chosen], target[chosen]
+            if len(rows_pred):
+                loss = loss + self.params.weight_sim_loss * central_moment_discrepancy(rows_pred, rows_target) / count
+        return loss
+
+
+def central_moment_discrepancy(x1: torch.Tensor, x2: torch.Tensor, moments: int = 3) -> torch.Tensor:
+    """CMD (Zellinger et al.) between two sets of rows, as upstream's RECLoss 'combine' uses it."""
+    mean1, mean2 = x1.mean(dim=0), x2.mean(dim=0)
+    centred1, centred2 = x1 - mean1, x2 - mean2
+    distance = lambda a, b: ((a - b).pow(2).sum() + 1e-12).sqrt()  # noqa: E731
+    total = distance(mean1, mean2)
+    for k in range(2, moments + 1):
+        total = total + distance(centred1.pow(k).mean(dim=0), centred2.pow(k).mean(dim=0))
+    return total

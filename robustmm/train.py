@@ -1,0 +1,327 @@
+"""Training and evaluating TFR-Net on one (missing rate, seed) of a `.pkl` feature file (SPEC sections 5-6).
+
+One run: simulate missing features with `seed` at `rate` on every split, train with L1 on the prediction plus
+the weighted reconstruction loss from epoch 2, early-stop on the validation loss (with a maximum number of
+epochs), reload the best checkpoint and test. `last.pt` is written after every epoch, so a run that is
+interrupted resumes where it stopped; `result.json` marks a finished run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from robustmm import data as feature_data
+from robustmm import metrics
+from robustmm.device import resolve_device
+from robustmm.missing import simulate_missing
+from robustmm.models.tfr_net import TEXT_MODES, TFRNet
+from robustmm.presets import Preset, custom_preset, get_preset
+
+TEXT_TARGETS = ("encoder", "file")
+
+
+@dataclass
+class RunConfig:
+    """Settings of one training run; `None` takes the preset's value."""
+
+    dataset: str
+    rate: float = 0.0
+    seed: int = 1111
+    text_mode: str = "finetune"
+    text_encoder: str | None = None
+    text_target: str = "encoder"  # frozen mode: complete-text target from the encoder, or the file's `text`
+    simam: bool = False
+    faithful: bool = False
+    device: str = "auto"
+    amp: bool = False
+    max_epochs: int | None = None
+    batch_size: int | None = None
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.text_mode not in TEXT_MODES:
+            raise ValueError(f"unknown text mode {self.text_mode!r}: choose one of {', '.join(TEXT_MODES)}")
+        if self.text_target not in TEXT_TARGETS:
+            raise ValueError(f"unknown text target {self.text_target!r}: choose one of {', '.join(TEXT_TARGETS)}")
+        if self.text_target == "file" and self.text_mode != "frozen":
+            raise ValueError("text_target 'file' needs text_mode 'frozen' (finetune re-encodes the text every step)")
+        if not 0.0 <= self.rate <= 1.0:
+            raise ValueError(f"missing rate {self.rate} is outside [0, 1]")
+
+
+# ---------------------------------------------------------------------------------------------- the data
+
+
+def load_features(path: str | Path, dataset: str) -> tuple[dict, Preset]:
+    """Load and validate a feature file and check it against the dataset's preset (`custom`: dims from the file)."""
+    loaded = feature_data.load(path)
+    train = loaded["train"]
+    seq_lens = (train["text_bert"].shape[2], train["audio"].shape[1], train["vision"].shape[1])
+    dims = (train["text"].shape[2] if "text" in train else 768, train["audio"].shape[2], train["vision"].shape[2])
+    if dataset == "custom":
+        return loaded, custom_preset("custom", seq_lens=seq_lens, feature_dims=dims)
+    preset = get_preset(dataset)
+    problems = [
+        f"{modality} features have {dim} dims, the {dataset} preset expects {expected}"
+        for modality, dim, expected in zip(("audio", "vision"), dims[1:], preset.feature_dims[1:])
+        if dim != expected
+    ]
+    if problems:
+        raise feature_data.FormatError(path, problems + ["use --dataset custom to take the dims from the file"])
+    return loaded, preset
+
+
+def corrupt(split: dict, rate: float, seed: int, unk_id: int) -> dict:
+    """The split with missing features at `rate`, one mask per modality drawn with `seed` (the protocol's seeds)."""
+    return simulate_missing(split, (rate, rate, rate), (seed, seed, seed), unk_id=unk_id)
+
+
+def attach_text_features(split: dict, encoder, text_target: str, complete_cache: dict, name: str) -> None:
+    """Frozen mode: add `text` (complete, the target) and `text_m` (corrupted, the input) encoder outputs.
+
+    The complete-text features depend only on the split, so they are computed once and kept in
+    `complete_cache`; the corrupted ones once per (rate, seed), equal to the complete ones when nothing dropped.
+    """
+    if text_target == "file":
+        if "text" not in split:
+            raise ValueError(f"text_target 'file' needs a `text` key in split {name!r}; the file has none")
+        hidden, length = split["text"].shape[2], split["text"].shape[1]
+        if hidden != encoder.hidden_size or length != split["text_bert"].shape[2]:
+            raise ValueError(
+                f"{name}/text has shape (N, {length}, {hidden}) but the encoder {encoder.name!r} gives "
+                f"(N, {split['text_bert'].shape[2]}, {encoder.hidden_size}): use text_target 'encoder'"
+            )
+        complete = split["text"]
+    else:
+        if name not in complete_cache:
+            complete_cache[name] = encoder.encode(split["text_bert"])
+        complete = complete_cache[name]
+    split["text"] = complete
+    unchanged = np.array_equal(split["text_bert_m"], split["text_bert"])
+    split["text_m"] = complete if unchanged and text_target == "encoder" else encoder.encode(split["text_bert_m"])
+
+
+BATCH_KEYS = {
+    "finetune": ("text_bert", "text_bert_m"),
+    "frozen": ("text_bert", "text", "text_m"),
+}
+COMMON_KEYS = ("audio", "audio_m", "vision", "vision_m", "audio_lengths", "vision_lengths", "text_keep", "audio_keep", "vision_keep")
+
+
+def to_tensors(split: dict, text_mode: str) -> dict[str, torch.Tensor]:
+    tensors = {key: torch.as_tensor(np.asarray(split[key])) for key in BATCH_KEYS[text_mode] + COMMON_KEYS}
+    tensors["labels"] = torch.as_tensor(np.asarray(split["regression_labels"], dtype=np.float32))
+    return tensors
+
+
+def batches(tensors: dict, batch_size: int, device: torch.device, order: torch.Tensor | None = None):
+    count = len(tensors["labels"])
+    order = torch.arange(count) if order is None else order
+    for start in range(0, count, batch_size):
+        index = order[start:start + batch_size]
+        yield {key: value[index].to(device, non_blocking=True) for key, value in tensors.items()}
+
+
+# ----------------------------------------------------------------------------------- model and optimiser
+
+
+def build_model(preset: Preset, config: RunConfig, seq_lens, feature_dims, encoder) -> TFRNet:
+    text_model = copy.deepcopy(encoder.model) if config.text_mode == "finetune" else None
+    return TFRNet(
+        preset.tfr_net, seq_lens, feature_dims, text_mode=config.text_mode, text_encoder=text_model,
+        simam=config.simam, faithful=config.faithful,
+    )
+
+
+def build_optimizer(model: TFRNet, preset: Preset) -> torch.optim.Optimizer:
+    """Adam with three groups: BERT weights, BERT biases and LayerNorms (no decay), the rest."""
+    p = preset.tfr_net
+    bert = list(model.text_encoder.named_parameters()) if model.text_encoder is not None else []
+    no_decay = ("bias", "LayerNorm", "layer_norm")
+    bert_ids = {id(param) for _, param in bert}
+    groups = [
+        {"params": [w for n, w in bert if not any(k in n for k in no_decay)], "lr": p.learning_rate_bert, "weight_decay": p.weight_decay_bert},
+        {"params": [w for n, w in bert if any(k in n for k in no_decay)], "lr": p.learning_rate_bert, "weight_decay": 0.0},
+        {"params": [w for w in model.parameters() if id(w) not in bert_ids], "lr": p.learning_rate_other, "weight_decay": p.weight_decay_other},
+    ]
+    return torch.optim.Adam([group for group in groups if group["params"]])
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast where the hardware has it (CPU with AVX512-BF16/AMX, recent GPUs), else fp16 on CUDA."""
+    if not enabled:
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------------------- the loop
+
+
+def train_epoch(model, optimizer, scaler, tensors, preset, config, epoch, generator, device) -> float:
+    """One pass over the training split; returns the mean L1 loss."""
+    p = preset.tfr_net
+    batch_size = config.batch_size or p.batch_size
+    recon_weights = torch.tensor(p.recon_weights, device=device)
+    model.train()
+    count = len(tensors["labels"])
+    order = torch.randperm(count, generator=generator)
+    bar = tqdm(total=count, desc=f"rate {config.rate} seed {config.seed} epoch {epoch}", unit="sample",
+               disable=not config.progress)
+    total, seen, start = 0.0, 0, time.perf_counter()
+    for step, batch in enumerate(batches(tensors, batch_size, device, order)):
+        # Upstream (faithful) zeroes gradients every `update_epochs` batches but steps on every batch.
+        if not config.faithful or step % p.update_epochs == 0:
+            optimizer.zero_grad(set_to_none=True)
+        # The reconstruction loss counts from epoch 2; before, it is not computed at all.
+        with autocast(device, config.amp):
+            out = model(batch, with_reconstruction=epoch >= 2)
+        l1 = torch.nn.functional.l1_loss(out["prediction"].float(), batch["labels"])
+        loss = l1 + (recon_weights * out["recon_loss"]).sum() if epoch >= 2 else l1
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_value_([w for w in model.parameters() if w.requires_grad], p.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        size = len(batch["labels"])
+        total, seen = total + l1.item() * size, seen + size
+        bar.update(size)
+        bar.set_postfix(loss=f"{total / seen:.4f}", samples_per_s=f"{seen / (time.perf_counter() - start):.1f}")
+    bar.close()
+    return total / max(seen, 1)
+
+
+@torch.no_grad()
+def predict(model, tensors, batch_size, device, amp=False) -> np.ndarray:
+    model.eval()
+    outputs = []
+    for batch in batches(tensors, batch_size, device):
+        with autocast(device, amp):
+            outputs.append(model(batch, with_reconstruction=False)["prediction"].float().cpu())
+    return torch.cat(outputs).numpy()
+
+
+def l1(predictions: np.ndarray, tensors: dict) -> float:
+    return float(np.mean(np.abs(predictions - tensors["labels"].numpy())))
+
+
+def prepare_splits(loaded: dict, config: RunConfig, encoder, complete_cache: dict) -> dict[str, dict]:
+    splits = {}
+    for name in feature_data.SPLITS:
+        split = corrupt(loaded[name], config.rate, config.seed, encoder.unk_id)
+        if config.text_mode == "frozen":
+            attach_text_features(split, encoder, config.text_target, complete_cache, name)
+        splits[name] = to_tensors(split, config.text_mode)
+    return splits
+
+
+def train(
+    loaded: dict, preset: Preset, config: RunConfig, run_dir: str | Path, encoder, complete_cache: dict | None = None
+) -> dict:
+    """Train, early-stop, reload the best checkpoint and test; returns (and writes) `result.json`.
+
+    `encoder` is a robustmm.text_encoder.TextEncoder; `complete_cache` shares frozen complete-text features
+    between the runs of a sweep."""
+    run_dir = Path(run_dir)
+    result_path = run_dir / "result.json"
+    if result_path.exists():
+        return json.loads(result_path.read_text())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.device)
+    p = preset.tfr_net
+    max_epochs = config.max_epochs or p.max_epochs
+    batch_size = config.batch_size or p.batch_size
+
+    seed_everything(config.seed)
+    tensors = prepare_splits(loaded, config, encoder, {} if complete_cache is None else complete_cache)
+    train_split = loaded["train"]
+    seq_lens = (train_split["text_bert"].shape[2], train_split["audio"].shape[1], train_split["vision"].shape[1])
+    feature_dims = (encoder.hidden_size, train_split["audio"].shape[2], train_split["vision"].shape[2])
+    model = build_model(preset, config, seq_lens, feature_dims, encoder).to(device)
+    optimizer = build_optimizer(model, preset)
+    scaler = torch.amp.GradScaler(device.type, enabled=config.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported())
+    generator = torch.Generator().manual_seed(config.seed)
+    state = {"epoch": 0, "best_valid": math.inf, "best_epoch": 0, "bad_epochs": 0, "history": [], "train_seconds": 0.0}
+    checkpoint_meta = {"config": dataclasses.asdict(config), "preset": preset.name, "seq_lens": seq_lens, "feature_dims": feature_dims}
+
+    last_path = run_dir / "last.pt"
+    if last_path.exists():
+        last = torch.load(last_path, map_location=device, weights_only=False)
+        model.load_state_dict(last["model"])
+        optimizer.load_state_dict(last["optimizer"])
+        state = last["state"]
+        generator.set_state(last["rng"]["generator"])
+        torch.set_rng_state(last["rng"]["torch"])
+        np.random.set_state(last["rng"]["numpy"])
+        random.setstate(last["rng"]["python"])
+
+    while state["epoch"] < max_epochs and state["bad_epochs"] < p.early_stop:
+        epoch = state["epoch"] + 1
+        start = time.perf_counter()
+        train_loss = train_epoch(model, optimizer, scaler, tensors["train"], preset, config, epoch, generator, device)
+        valid_loss = l1(predict(model, tensors["valid"], batch_size, device, config.amp), tensors["valid"])
+        state["train_seconds"] += time.perf_counter() - start
+        state["history"].append({"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss})
+        state["epoch"] = epoch
+        if valid_loss < state["best_valid"]:
+            state.update(best_valid=valid_loss, best_epoch=epoch, bad_epochs=0)
+            torch.save({"model": model.state_dict(), "epoch": epoch, **checkpoint_meta}, run_dir / "best.pt")
+        else:
+            state["bad_epochs"] += 1
+        rng = {"generator": generator.get_state(), "torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state, "rng": rng}, last_path)
+
+    model.load_state_dict(torch.load(run_dir / "best.pt", map_location=device, weights_only=False)["model"])
+    predictions = predict(model, tensors["test"], batch_size, device, config.amp)
+    result = {
+        "rate": config.rate, "seed": config.seed, "best_epoch": state["best_epoch"], "epochs": state["epoch"],
+        "best_valid_loss": state["best_valid"], "train_seconds": state["train_seconds"],
+        "test": metrics.compute(preset.metric_family, predictions, tensors["test"]["labels"].numpy()),
+        "history": state["history"], "config": dataclasses.asdict(config),
+    }
+    result_path.write_text(json.dumps(result, indent=2))
+    last_path.unlink()
+    return result
+
+
+def evaluate_checkpoint(checkpoint: str | Path, data_path: str | Path, rate: float | None = None,
+                        seed: int | None = None, split: str = "test", device: str = "auto", encoder=None) -> dict:
+    """Metrics of a saved best checkpoint on one split of a feature file, at the run's (or the given) rate and seed."""
+    from robustmm.text_encoder import TextEncoder
+
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    config = RunConfig(**{**saved["config"], "device": device, "progress": False})
+    config.rate = config.rate if rate is None else rate
+    config.seed = config.seed if seed is None else seed
+    if split not in feature_data.SPLITS:
+        raise ValueError(f"unknown split {split!r}: choose one of {', '.join(feature_data.SPLITS)}")
+    loaded, preset = load_features(data_path, config.dataset)
+    encoder = encoder or TextEncoder(config.text_encoder or preset.text_encoder, device=resolve_device(device))
+    split_data = corrupt(loaded[split], config.rate, config.seed, encoder.unk_id)
+    if config.text_mode == "frozen":
+        attach_text_features(split_data, encoder, config.text_target, {}, split)
+    tensors = to_tensors(split_data, config.text_mode)
+    target = resolve_device(device)
+    model = build_model(preset, config, saved["seq_lens"], saved["feature_dims"], encoder).to(target)
+    model.load_state_dict(saved["model"])
+    predictions = predict(model, tensors, config.batch_size or preset.tfr_net.batch_size, target)
+    return {"split": split, "rate": config.rate, "seed": config.seed,
+            **metrics.compute(preset.metric_family, predictions, tensors["labels"].numpy())}

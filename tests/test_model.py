@@ -1,0 +1,239 @@
+"""TFR-Net and SimAM: shapes for every preset, padding masking, the reconstruction loss, the faithful switch."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from robustmm.models.simam import simam
+from robustmm.models.tfr_net import BiGRU, TFRNet
+from robustmm.presets import PRESETS, get_preset
+
+TEXT_DIM = 16
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    # Tiny tensors: on a shared 2-core machine, a second thread costs far more in waiting than it gives.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_batch(seq_lens, feature_dims, batch=2, seed=0):
+    """A frozen-mode batch with padding and dropped steps in every modality."""
+    generator = torch.Generator().manual_seed(seed)
+    len_t, len_a, len_v = seq_lens
+    text_len = torch.tensor([len_t, max(3, len_t // 2)])[:batch]
+    lengths = {"audio": torch.tensor([len_a, max(1, len_a // 3)])[:batch], "vision": torch.tensor([max(1, len_v // 2), len_v])[:batch]}
+    text_bert = torch.zeros(batch, 3, len_t, dtype=torch.long)
+    text_bert[:, 1] = (torch.arange(len_t)[None] < text_len[:, None]).long()
+    out = {"text_bert": text_bert}
+    for name, dim, length in (("text", feature_dims[0], len_t), ("audio", feature_dims[1], len_a), ("vision", feature_dims[2], len_v)):
+        valid = text_bert[:, 1] if name == "text" else (torch.arange(length)[None] < lengths[name][:, None]).long()
+        keep = valid * (torch.rand(batch, length, generator=generator) > 0.4).long()
+        complete = torch.randn(batch, length, dim, generator=generator) * valid[:, :, None]
+        out[name], out[f"{name}_m"], out[f"{name}_keep"] = complete, complete * keep[:, :, None], keep
+    out["audio_lengths"], out["vision_lengths"] = lengths["audio"], lengths["vision"]
+    return out
+
+
+def frozen_model(preset_name="mosi", seq_lens=(8, 20, 12), feature_dims=(TEXT_DIM, 5, 20), **kwargs):
+    torch.manual_seed(0)
+    return TFRNet(get_preset(preset_name).tfr_net, seq_lens, feature_dims, text_mode="frozen", **kwargs).eval()
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_shapes_for_every_preset(name):
+    preset = get_preset(name)
+    dims = (TEXT_DIM, *preset.feature_dims[1:])
+    model = frozen_model(name, preset.seq_lens, dims)
+    batch = make_batch(preset.seq_lens, dims)
+    with torch.no_grad():
+        out = model(batch)
+        hidden = torch.randn(2, preset.seq_lens[1], 3 * preset.tfr_net.common_dim)
+        reconstructed = model.reconstruct(1, hidden, torch.ones(2, preset.seq_lens[1]))
+    assert out["prediction"].shape == (2,)
+    assert out["recon_loss"].shape == (3,) and torch.isfinite(out["recon_loss"]).all()
+    assert reconstructed.shape == (2, preset.seq_lens[1], preset.feature_dims[1])
+
+
+def test_sims_with_heads_that_do_not_divide_the_length():
+    params = get_preset("sims").tfr_net
+    params = type(params)(**{**params.__dict__, "num_temporal_head": 25})
+    # Per-sample form: the largest divisor of each length not above 25 (39 -> 13, 400 -> 25, 55 -> 11).
+    model = TFRNet(params, (39, 400, 55), (TEXT_DIM, 33, 709), text_mode="frozen")
+    assert [r.layers[0].heads for r in model.reconstructors] == [13, 25, 11]
+    with pytest.raises(ValueError, match="25 attention heads do not divide the embedding size 39"):
+        TFRNet(params, (39, 400, 55), (TEXT_DIM, 33, 709), text_mode="frozen", faithful=True)
+
+
+def pad_with_noise(batch):
+    noisy = {key: value.clone() for key, value in batch.items()}
+    for name in ("audio", "vision"):
+        padding = torch.arange(noisy[name].shape[1])[None] >= noisy[f"{name}_lengths"][:, None]
+        for key in (name, f"{name}_m"):
+            noisy[key][padding] = 7.0
+    text_padding = noisy["text_bert"][:, 1] == 0
+    noisy["text_m"][text_padding] = -5.0
+    return noisy
+
+
+@pytest.mark.parametrize("use_simam", [False, True])
+def test_padded_values_change_nothing(use_simam):
+    model = frozen_model(simam=use_simam)
+    batch = make_batch((8, 20, 12), (TEXT_DIM, 5, 20))
+    with torch.no_grad():
+        clean, noisy = model(batch), model(pad_with_noise(batch))
+    torch.testing.assert_close(clean["prediction"], noisy["prediction"])
+    torch.testing.assert_close(clean["recon_loss"], noisy["recon_loss"])
+
+
+def test_faithful_model_sees_padding_as_upstream_does():
+    model = frozen_model(faithful=True)
+    batch = make_batch((8, 20, 12), (TEXT_DIM, 5, 20))
+    with torch.no_grad():
+        assert not torch.allclose(model(batch)["prediction"], model(pad_with_noise(batch))["prediction"])
+
+
+def test_faithful_reconstruction_attends_across_the_batch():
+    for faithful, expect_change in ((False, False), (True, True)):
+        model = frozen_model(faithful=faithful)
+        with torch.no_grad():
+            hidden = torch.randn(2, 20, 90)
+            other = hidden.clone()
+            other[0] += torch.randn(20, 90)  # the first sample only
+            valid = torch.ones(2, 20)
+            second = model.reconstruct(1, hidden, valid)[1], model.reconstruct(1, other, valid)[1]
+        # Causal over the batch axis: sample 1 sees sample 0 in the faithful form, never in the per-sample one.
+        assert (not torch.allclose(*second)) == expect_change
+
+
+def test_reconstruction_loss_covers_exactly_the_dropped_positions():
+    model = frozen_model()
+    batch = make_batch((8, 20, 12), (TEXT_DIM, 5, 20))
+    for name in ("text", "audio", "vision"):
+        batch[name].requires_grad_(True)
+    out = model(batch)
+    out["recon_loss"].sum().backward()
+    for name in ("text", "audio", "vision"):
+        valid = batch["text_bert"][:, 1] if name == "text" else (
+            torch.arange(batch[name].shape[1])[None] < batch[f"{name}_lengths"][:, None]).long()
+        dropped = (valid - batch[f"{name}_keep"]).bool()
+        touched = batch[name].grad.abs().sum(dim=-1) > 0
+        assert dropped.any()
+        assert torch.equal(touched, dropped), name
+
+
+def test_reconstruction_loss_value():
+    model = frozen_model()
+    model.params = type(model.params)(**{**model.params.__dict__, "weight_sim_loss": 0.0})
+    prediction, target = torch.randn(2, 6, 4), torch.randn(2, 6, 4)
+    missing = torch.zeros(2, 6)
+    missing[0, 1] = missing[1, 4] = 1
+    expected = (F.smooth_l1_loss(prediction[0, 1], target[0, 1], reduction="sum")
+                + F.smooth_l1_loss(prediction[1, 4], target[1, 4], reduction="sum")) / (8 + 1e-4)
+    torch.testing.assert_close(model.reconstruction_loss(prediction, target, missing), expected)
+
+
+def test_bigru_matches_gru_on_packed_sequences():
+    torch.manual_seed(0)
+    reference = torch.nn.GRU(7, 4, num_layers=3, bidirectional=True, batch_first=True)
+    ours = BiGRU(7, 4, 3)
+    for layer in range(3):
+        for weight in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(ours.ahead[layer], f"{weight}_l0").data.copy_(getattr(reference, f"{weight}_l{layer}"))
+            getattr(ours.behind[layer], f"{weight}_l0").data.copy_(getattr(reference, f"{weight}_l{layer}_reverse"))
+    x, lengths = torch.randn(3, 9, 7), torch.tensor([9, 4, 1])
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    expected = pad_packed_sequence(reference(packed)[0], batch_first=True, total_length=9)[0]
+    torch.testing.assert_close(ours(x, lengths), expected)
+
+
+def test_simam_statistics_use_only_valid_kept_steps():
+    x = torch.randn(2, 6, 3)
+    mask = torch.tensor([[1, 1, 0, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
+    out = simam(x, mask)
+    kept = x[0, mask[0].bool()]
+    mean, variance = kept.mean(dim=0), kept.var(dim=0)
+    expected = x[0, 0] * torch.sigmoid((x[0, 0] - mean) ** 2 / (4 * (variance + 1e-4)) + 0.5)
+    torch.testing.assert_close(out[0, 0], expected)
+    changed = x.clone()
+    changed[0, 2] = 100.0
+    torch.testing.assert_close(simam(changed, mask)[0, mask[0].bool()], out[0, mask[0].bool()])
+    torch.testing.assert_close(out[0, 2], x[0, 2])
+
+
+def test_simam_changes_the_model():
+    batch = make_batch((8, 20, 12), (TEXT_DIM, 5, 20))
+    with torch.no_grad():
+        assert not torch.allclose(frozen_model()(batch)["prediction"], frozen_model(simam=True)(batch)["prediction"])
+
+
+class TinyEncoder(torch.nn.Module):
+    """Stands in for a Hugging Face model: ids -> last_hidden_state."""
+
+    def __init__(self):
+        super().__init__()
+        self.embedding = torch.nn.Embedding(200, TEXT_DIM)
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        return type("Output", (), {"last_hidden_state": self.embedding(input_ids)})
+
+
+@pytest.mark.parametrize("faithful", [False, True])
+def test_finetune_target_is_detached_unless_faithful(faithful):
+    model = TFRNet(get_preset("mosi").tfr_net, (8, 20, 12), (TEXT_DIM, 5, 20), text_encoder=TinyEncoder(), faithful=faithful)
+    batch = make_batch((8, 20, 12), (TEXT_DIM, 5, 20))
+    batch["text_bert"][:, 0] = torch.randint(1, 200, (2, 8))
+    batch["text_bert_m"] = batch["text_bert"].clone()
+    corrupted, target = model.text_inputs(batch)
+    assert corrupted.requires_grad
+    assert target.requires_grad == faithful
+    assert model(batch)["prediction"].shape == (2,)
+
+
+def test_text_mode_and_encoder_must_agree():
+    params = get_preset("mosi").tfr_net
+    with pytest.raises(ValueError, match="finetune mode needs a text encoder"):
+        TFRNet(params, (8, 20, 12), (TEXT_DIM, 5, 20), text_mode="finetune")
+    with pytest.raises(ValueError, match="unknown text mode"):
+        TFRNet(params, (8, 20, 12), (TEXT_DIM, 5, 20), text_mode="cached")
+
+
+def test_attention_dropout_by_keys_keeps_padding_masked_and_rows_non_empty():
+    layer = TFRNet(get_preset("mosi").tfr_net, (8, 20, 12), (TEXT_DIM, 5, 20), text_mode="frozen").intra[1].layers[0]
+    padding = torch.zeros(3, 1, 1, 10, dtype=torch.bool)
+    padding[0, ..., :7] = padding[1, ..., :1] = padding[2, ..., :10] = True
+    for _ in range(20):
+        allowed = layer.dropped_keys(padding, 3, 10, "cpu", rate=0.9)
+        assert allowed.shape == (3, layer.heads, 1, 10)
+        assert not (allowed & ~padding).any()
+        assert allowed.any(dim=-1).all()
+    assert layer.dropped_keys(padding, 3, 10, "cpu", rate=0.5).sum() < padding.sum() * layer.heads
+
+
+def test_training_mode_outputs_stay_finite_with_key_dropout():
+    model = frozen_model().train()
+    out = model(make_batch((8, 20, 12), (TEXT_DIM, 5, 20)))
+    assert torch.isfinite(out["prediction"]).all() and torch.isfinite(out["recon_loss"]).all()
+
+
+def test_prediction_without_reconstruction_is_the_same():
+    model = frozen_model()
+    batch = make_batch((8, 20, 12), (TEXT_DIM, 5, 20))
+    with torch.no_grad():
+        full, light = model(batch), model(batch, with_reconstruction=False)
+    torch.testing.assert_close(full["prediction"], light["prediction"])
+    assert light["recon_loss"] is None
+
+
+def test_mixed_precision_forward_and_backward():
+    model = frozen_model().train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(make_batch((8, 20, 12), (TEXT_DIM, 5, 20)))
+    (out["prediction"].float().sum() + out["recon_loss"].sum()).backward()
+    assert out["prediction"].dtype == torch.bfloat16
+    assert torch.isfinite(out["recon_loss"]).all()
+    assert all(torch.isfinite(w.grad).all() for w in model.fusion[1].gru.parameters())

@@ -1,0 +1,101 @@
+"""The missing-rate sweep: outputs, resuming, the command line, the MMSA_run call shape, YAML settings."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+import robustmm
+from robustmm import data as feature_data
+from robustmm.cli import main
+from robustmm.experiments import settings_from_yaml
+from robustmm.presets import get_preset
+from robustmm.synthetic import make_dataset
+from robustmm.text_encoder import OFFLINE_ENCODER
+
+FAST = {"text_mode": "frozen", "text_encoder": OFFLINE_ENCODER, "device": "cpu", "epochs": 2, "progress": False}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    # Tiny tensors: on a shared 2-core machine, a second thread costs far more in waiting than it gives.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def feature_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("features") / "sims.pkl"
+    dataset = make_dataset(get_preset("sims"), sizes=(32, 16, 16), seq_lens=(8, 12, 10), feature_dims=(384, 33, 709), seed=2)
+    feature_data.write(dataset, path)
+    return path
+
+
+def test_sweep_writes_table_metrics_plot_data_and_figure_and_resumes(feature_file, tmp_path):
+    out = tmp_path / "sweep"
+    flat = robustmm.sweep(feature_file, "sims", rates=[0.0, 0.5], seeds=[111, 1111], out=out, **FAST)
+
+    table = pd.read_csv(out / "results.csv")
+    assert sorted(zip(table["rate"], table["seed"])) == [(0.0, 111), (0.0, 1111), (0.5, 111), (0.5, 1111)]
+    assert {"MAE", "Corr", "Mult_acc_2", "F1_score", "epochs", "best_epoch"} <= set(table.columns)
+    on_disk = json.loads((out / "metrics.json").read_text())
+    assert on_disk == pytest.approx(flat)
+    curve = pd.read_csv(out / "robustness.csv")
+    assert list(curve["rate"]) == [0.0, 0.5]
+    mae = curve["MAE_mean"].tolist()
+    assert on_disk["auilc/MAE"] == pytest.approx(0.5 * (mae[0] + mae[1]) / 2)
+    assert on_disk["rate_0.50/MAE_mean"] == pytest.approx(table[table["rate"] == 0.5]["MAE"].mean())
+    assert on_disk["rate_0.50/MAE_std"] == pytest.approx(table[table["rate"] == 0.5]["MAE"].std(ddof=0))
+    assert (out / "robustness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # An interrupted sweep: one run lost its result; only that run trains again.
+    results = {path.parent.name: path for path in (out / "runs").glob("*/result.json")}
+    assert len(results) == 4
+    stamps = {name: path.stat().st_mtime_ns for name, path in results.items()}
+    results["rate_0.50_seed_1111"].unlink()
+    again = robustmm.sweep(feature_file, "sims", rates=[0.0, 0.5], seeds=[111, 1111], out=out, **FAST)
+    assert again == pytest.approx(flat)
+    for name, path in results.items():
+        assert (path.stat().st_mtime_ns == stamps[name]) == (name != "rate_0.50_seed_1111")
+
+
+def test_command_line_sweep_and_evaluate(feature_file, tmp_path, capsys):
+    out = tmp_path / "cli"
+    params = tmp_path / "params.yaml"
+    params.write_text(f"train:\n  sweep:\n    text_encoder: {OFFLINE_ENCODER}\n    simam: true\n")
+    code = main(["sweep", "--data", str(feature_file), "--dataset", "sims", "--rates", "0,0.3", "--seeds", "111",
+                 "--out", str(out), "--epochs", "1", "--text-mode", "frozen", "--device", "cpu", "--no-progress",
+                 "--params", str(params), "--section", "train.sweep"])
+    assert code == 0
+    assert "auilc/MAE" in capsys.readouterr().out
+    run_settings = json.loads((out / "runs" / "rate_0.30_seed_111" / "result.json").read_text())["config"]
+    assert run_settings["simam"] and run_settings["text_mode"] == "frozen" and run_settings["max_epochs"] == 1
+    assert json.loads((out / "metrics.json").read_text())["auilc/Mult_acc_2"] >= 0
+    checkpoint = out / "runs" / "rate_0.30_seed_111" / "best.pt"
+    assert main(["evaluate", str(checkpoint), "--data", str(feature_file), "--device", "cpu", "--output", str(tmp_path / "m.json")]) == 0
+    evaluated = json.loads((tmp_path / "m.json").read_text())
+    assert evaluated["rate"] == 0.3 and evaluated["MAE"] == pytest.approx(pd.read_csv(out / "results.csv")["MAE"][1])
+
+
+def test_mmsa_run_call_shape(feature_file, tmp_path):
+    flat = robustmm.run("TFR_Net", "SIMS", seeds=[111], data=feature_file, model_save_dir=tmp_path / "models",
+                        res_save_dir=tmp_path / "results", gpu_ids=[], rates=[0.2], **FAST)
+    assert "rate_0.20/MAE_mean" in flat and not any(key.startswith("auilc/") for key in flat)
+    assert (tmp_path / "models" / "rate_0.20_seed_111" / "best.pt").exists()
+    assert (tmp_path / "results" / "metrics.json").exists()
+    with pytest.raises(ValueError, match="unknown model 'mult'"):
+        robustmm.run("mult", "sims", data=feature_file)
+
+
+def test_settings_from_a_yaml_section(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("train:\n  sweep:\n    rates: [0.0, 0.5]\n    text_mode: frozen\n    epochs: 3\n")
+    assert settings_from_yaml(params, "train.sweep") == {"rates": [0.0, 0.5], "text_mode": "frozen", "epochs": 3}
+    params.write_text("train:\n  learning_rate: 0.1\n")
+    with pytest.raises(ValueError, match="unknown settings learning_rate"):
+        settings_from_yaml(params, "train")
+    with pytest.raises(ValueError, match="no section 'extract'"):
+        settings_from_yaml(params, "extract")
