@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from robustmm import avec2019, data, experiments, presets, synthetic
+from robustmm import avec2019, data, demo, experiments, presets, synthetic
 from robustmm.features import cli as features_cli
 
 
@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     features_cli.register(commands)
     experiments.register(commands)
     avec2019.register(commands)
+    demo.register(commands)
     return parser
 
 
