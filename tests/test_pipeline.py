@@ -161,3 +161,24 @@ def test_repro_reruns_exactly_what_each_change_affects(project):
         entries = before[extractor]
         assert len(after[extractor]) == len(entries) + 1, f"{extractor}: only the new clip is extracted"
         assert all(after[extractor][path] == mtime for path, mtime in entries.items()), f"{extractor} rewrote a clip"
+
+
+def test_avec2019_import_stage(project, tmp_path):
+    from test_avec2019 import participant_files, write_folder, write_splits
+
+    edaic = tmp_path / "edaic"
+    for pid, offset in ((300, 1.0), (301, 3.0), (310, 5.0), (320, 7.0)):
+        write_folder(edaic, pid, participant_files(pid, offset=offset))
+    header = "Participant_ID,Gender,PHQ_Binary,PHQ_Score\n"
+    write_splits(edaic, header + "300,1,0,3\n301,0,1,12\n", header + "310,1,1,18\n", header + "320,1,0,4\n")
+    params = project.params()
+    params["import_avec2019"].update(
+        datasets={"edaic": str(edaic)}, text_length=16, audio_length=4, vision_length=4, device="cpu"
+    )
+    project.write_params(params)
+
+    assert project.repro("import_avec2019@edaic") == {"import_avec2019@edaic"}
+    imported = data.load(project.root / "data" / "edaic.pkl")
+    assert [len(imported[split]["id"]) for split in data.SPLITS] == [2, 1, 1]
+    assert imported["valid"]["regression_labels"].tolist() == [18.0]
+    assert project.repro("import_avec2019@edaic") == set()
