@@ -10,11 +10,10 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import math
 from pathlib import Path
 
-import numpy as np
-
-from robustmm import metrics
+from robustmm import report
 from robustmm.device import resolve_device
 from robustmm.models.tfr_net import TEXT_MODES
 from robustmm.train import TEXT_TARGETS, RunConfig, evaluate_checkpoint, load_features, train
@@ -75,55 +74,36 @@ def sweep(
                 (run_dir / "best.pt").unlink(missing_ok=True)
             rows.append({"rate": rate, "seed": seed, "epochs": result["epochs"], "best_epoch": result["best_epoch"],
                          "train_seconds": result["train_seconds"], **result["test"]})
-    return write_outputs(rows, out, preset.key_metrics)
+    return write_outputs(rows, out, preset.key_metrics, label=out.name)
 
 
-def write_outputs(rows: list[dict], out: Path, key_metrics: tuple[str, ...]) -> dict:
+def write_outputs(rows: list[dict], out: Path, key_metrics: tuple[str, ...], label: str) -> dict:
+    """results.csv (the rows), robustness.csv and metrics.json (mean/std per rate, AUILC), robustness.png."""
     import pandas as pd
 
     out.mkdir(parents=True, exist_ok=True)
-    table = pd.DataFrame(rows)
-    table.to_csv(out / "results.csv", index=False)
-    rates = sorted(table["rate"].unique())
+    pd.DataFrame(rows).to_csv(out / "results.csv", index=False)
     names = [name for name in rows[0] if name not in ("rate", "seed", "epochs", "best_epoch", "train_seconds")]
-    curve = []
-    for rate in rates:
-        summary = metrics.aggregate([{name: row[name] for name in names} for row in rows if row["rate"] == rate])
-        curve.append({"rate": float(rate), **{f"{n}_{k}": summary[n][k] for n in names for k in ("mean", "std")}})
-    pd.DataFrame(curve).to_csv(out / "robustness.csv", index=False)
+    by_metric = report.curves(rows, names, source=str(out / "results.csv"))
+    rates = by_metric[names[0]].rates
+    columns = {"rate": rates}
+    for name, curve in by_metric.items():
+        columns[f"{name}_mean"], columns[f"{name}_std"] = curve.mean, curve.std
+    pd.DataFrame(columns).to_csv(out / "robustness.csv", index=False)
 
-    flat = {f"rate_{point['rate']:.2f}/{key}": value for point in curve for key, value in point.items() if key != "rate"}
+    flat = {
+        f"rate_{rate:.2f}/{name}_{statistic}": getattr(curve, statistic)[index]
+        for name, curve in by_metric.items()
+        for index, rate in enumerate(rates)
+        for statistic in ("mean", "std")
+    }
     if len(rates) > 1:
-        for name in names:
-            flat[f"auilc/{name}"] = metrics.auilc([p["rate"] for p in curve], [p[f"{name}_mean"] for p in curve])
-    (out / "metrics.json").write_text(json.dumps(flat, indent=2, sort_keys=True))
-    plot_robustness(curve, [name for name in key_metrics if name in names], out / "robustness.png")
+        flat.update({f"auilc/{name}": curve.auilc for name, curve in by_metric.items()})
+    # NaN (e.g. Corr of constant predictions) is not JSON: DVC and strict parsers need null.
+    flat = {key: None if math.isnan(value) else value for key, value in flat.items()}
+    (out / "metrics.json").write_text(json.dumps(flat, indent=2, sort_keys=True, allow_nan=False))
+    report.plot({label: {name: by_metric[name] for name in key_metrics if name in by_metric}}, out / "robustness.png")
     return flat
-
-
-def plot_robustness(curve: list[dict], names: list[str], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rates = np.array([point["rate"] for point in curve])
-    columns = min(4, len(names))
-    rows = -(-len(names) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False)
-    for axis, name in zip(axes.flat, names):
-        mean = np.array([point[f"{name}_mean"] for point in curve])
-        std = np.array([point[f"{name}_std"] for point in curve])
-        axis.plot(rates, mean, marker="o")
-        axis.fill_between(rates, mean - std, mean + std, alpha=0.25)
-        axis.set_title(name)
-        axis.set_xlabel("missing rate")
-        axis.grid(alpha=0.3)
-    for axis in list(axes.flat)[len(names):]:
-        axis.axis("off")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
 
 
 def run(model_name: str, dataset_name: str, seeds: list[int] | None = None, *, data: str | Path,

@@ -1,4 +1,4 @@
-"""The report across datasets: one robustness figure and a summary table, from each sweep's per-run table.
+"""Robustness curves (mean and std over seeds per rate, AUILC), their figure, and the report across datasets.
 
 Each sweep writes one row per (missing rate, seed) with the metrics of that run; the report aggregates
 over seeds (mean and population std, as MMSA) and integrates each metric over the rates (AUILC).
