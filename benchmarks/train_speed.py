@@ -70,7 +70,7 @@ def measure(mode: str, features: str, encoder_dir: str, batches: int, threads: i
         dataset="mosi", rate=0.5, seed=1111, text_mode="frozen" if mode == "frozen" else "finetune",
         faithful=mode == "faithful", amp=bf16, device="cpu", progress=False, batch_size=BATCH,
     )
-    encoder = TextEncoder(encoder_dir)
+    encoder = TextEncoder(encoder_dir, load_weights=mode == "frozen")
     start = time.perf_counter()
     tensors = training.prepare_splits(subset, config, encoder, {})
     prepare_seconds = time.perf_counter() - start
