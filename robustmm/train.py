@@ -181,7 +181,7 @@ def build_optimizer(model: TFRNet, preset: Preset) -> torch.optim.Optimizer:
         {"params": [w for n, w in bert if any(k in n for k in no_decay)], "lr": p.learning_rate_bert, "weight_decay": 0.0},
         {"params": [w for w in model.parameters() if id(w) not in bert_ids], "lr": p.learning_rate_other, "weight_decay": p.weight_decay_other},
     ]
-    return torch.optim.Adam([group for group in groups if group["params"]])
+    return torch.optim.Adam([group for group in groups if group["params"]], fused=True)
 
 
 def autocast(device: torch.device, enabled: bool):

@@ -276,14 +276,24 @@ class TFRNet(nn.Module):
             channels = self.reconstructors[index]((features * valid[:, :, None]).transpose(1, 2))
         return self.back_projections[index](channels.transpose(1, 2))
 
-    def reconstruct_checkpointed(self, index: int, features: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """`reconstruct`, recomputed in backward instead of keeping its activations when gradients flow.
+    def checkpointed(self, function, *args):
+        """function(*args), recomputed in backward instead of keeping its activations when gradients flow.
 
-        Its feed-forward layers are 4 L wide (2000 at 500 frames), so it saves 0.6 GB at MOSI shapes (batch 24)
-        for a few percent of a step's time. The random state is restored for the recomputation: same dropout."""
+        Used for the transformers: at MOSI shapes (batch 24) their saved activations are 1.2 GB (0.6 of them
+        the reconstruction's, whose feed-forward layers are 4 L = 2000 wide), recomputed in backward for a
+        tenth of a step's time. The random state is restored for the recomputation: the same dropout."""
         if not (self.training and torch.is_grad_enabled()):
-            return self.reconstruct(index, features, valid)
-        return checkpoint(self.reconstruct, index, features, valid, use_reentrant=False)
+            return function(*args)
+        return checkpoint(function, *args, use_reentrant=False)
+
+    def contextualise(self, q: int, projected: list[torch.Tensor], valid: list[torch.Tensor]) -> torch.Tensor:
+        """Modality q's intra-modal and two cross-modal transformer outputs, concatenated: (B, L_q, 3d)."""
+        parts = [self.intra[q](projected[q], mask=self.attention_mask(q, q, valid))]
+        for k, key in enumerate(MODALITIES):
+            if k != q:
+                mask = self.attention_mask(q, k, valid)
+                parts.append(self.cross[f"{MODALITIES[q]}_{key}"](projected[q], projected[k], mask=mask))
+        return torch.cat(parts, dim=-1)
 
     def forward(self, batch: dict, with_reconstruction: bool = True) -> dict:
         """batch: text_bert, text_bert_m (B, 3, L_t) ids (finetune) or text, text_m (B, L_t, H) (frozen);
@@ -307,17 +317,9 @@ class TFRNet(nn.Module):
             h = self.projections[index](x.transpose(1, 2)).transpose(1, 2)
             projected.append(self.simam(h, keep[index]) if self.simam is not None else h)
 
-        hidden = []
-        for q, query in enumerate(MODALITIES):
-            parts = [self.intra[q](projected[q], mask=self.attention_mask(q, q, valid))]
-            for k, key in enumerate(MODALITIES):
-                if k != q:
-                    mask = self.attention_mask(q, k, valid)
-                    parts.append(self.cross[f"{query}_{key}"](projected[q], projected[k], mask=mask))
-            hidden.append(torch.cat(parts, dim=-1))
-
+        hidden = [self.checkpointed(self.contextualise, q, projected, valid) for q in range(len(MODALITIES))]
         recon_loss = torch.stack([
-            self.reconstruction_loss(self.reconstruct_checkpointed(m, hidden[m], valid[m]), targets[m], valid[m] - keep[m])
+            self.reconstruction_loss(self.checkpointed(self.reconstruct, m, hidden[m], valid[m]), targets[m], valid[m] - keep[m])
             for m in range(len(MODALITIES))
         ]) if with_reconstruction else None
         pooled = []
