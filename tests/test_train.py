@@ -132,3 +132,12 @@ def test_bad_inputs_give_a_clear_command_line_error(tmp_path, feature_file, caps
         RunConfig(dataset="mosi", text_target="file")
     with pytest.raises(ValueError, match="missing rate 1.5"):
         RunConfig(dataset="mosi", rate=1.5)
+
+
+def test_encoder_without_weights_for_finetuning(encoder):
+    light = TextEncoder(OFFLINE_ENCODER, load_weights=False)
+    assert light.model is None and light.hidden_size == encoder.hidden_size and light.unk_id == encoder.unk_id
+    with pytest.raises(RuntimeError, match="loaded without weights"):
+        light.encode(np.zeros((1, 3, 4), dtype=np.int64))
+    fresh, loaded = light.new_model().state_dict(), encoder.model.state_dict()
+    assert fresh.keys() == loaded.keys() and all(torch.equal(fresh[key], loaded[key]) for key in loaded)
