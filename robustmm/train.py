@@ -248,13 +248,23 @@ def l1(predictions: np.ndarray, tensors: dict) -> float:
     return float(np.mean(np.abs(predictions - tensors["labels"].numpy())))
 
 
-def prepare_splits(loaded: dict, config: RunConfig, encoder, complete_cache: dict) -> dict[str, dict]:
+def prepare_splits(loaded: dict, config: RunConfig, encoder, complete_cache: dict,
+                   text_cache: Path | None = None) -> dict[str, dict]:
+    """The corrupted splits as tensors. Frozen mode: with `text_cache` (an .npz file), the encoder outputs are
+    read from it when it exists and written to it otherwise, so a resumed run does not encode again."""
+    cached = dict(np.load(text_cache)) if text_cache is not None and text_cache.exists() else {}
     splits = {}
     for name in feature_data.SPLITS:
         split = corrupt(loaded[name], config.rate, config.seed, encoder.unk_id)
-        if config.text_mode == "frozen":
+        if config.text_mode == "frozen" and f"{name}/text_m" in cached:
+            split["text"], split["text_m"] = cached[f"{name}/text"], cached[f"{name}/text_m"]
+        elif config.text_mode == "frozen":
             attach_text_features(split, encoder, config.text_target, complete_cache, name)
         splits[name] = to_tensors(split, config.text_mode)
+    if config.text_mode == "frozen" and text_cache is not None and not cached:
+        partial = text_cache.with_name(text_cache.name + ".partial.npz")
+        np.savez(partial, **{f"{name}/{key}": splits[name][key].numpy() for name in splits for key in ("text", "text_m")})
+        partial.replace(text_cache)
     return splits
 
 
@@ -276,7 +286,9 @@ def train(
     batch_size = config.batch_size or p.batch_size
 
     seed_everything(config.seed)
-    tensors = prepare_splits(loaded, config, encoder, {} if complete_cache is None else complete_cache)
+    # Frozen encoder outputs stay on disk until the run finishes (MOSI with bert-base: 0.7 GB).
+    text_cache = run_dir / "text_features.npz"
+    tensors = prepare_splits(loaded, config, encoder, {} if complete_cache is None else complete_cache, text_cache)
     train_split = loaded["train"]
     seq_lens = (train_split["text_bert"].shape[2], train_split["audio"].shape[1], train_split["vision"].shape[1])
     feature_dims = (encoder.hidden_size, train_split["audio"].shape[2], train_split["vision"].shape[2])
@@ -324,6 +336,7 @@ def train(
     }
     result_path.write_text(json.dumps(result, indent=2))
     last_path.unlink()
+    text_cache.unlink(missing_ok=True)
     return result
 
 

@@ -74,10 +74,17 @@ def test_interrupted_run_resumes_to_the_same_result(feature_file, encoder, tmp_p
     with pytest.raises(KeyboardInterrupt):
         train(loaded, preset, config, tmp_path / "resumed", encoder)
     assert (tmp_path / "resumed" / "last.pt").exists() and not (tmp_path / "resumed" / "result.json").exists()
+    assert (tmp_path / "resumed" / "text_features.npz").exists()
     monkeypatch.setattr(training, "train_epoch", real_epoch)
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("a resumed run encodes the text again")
+
+    monkeypatch.setattr(encoder, "encode", no_encoding)
     resumed = train(loaded, preset, config, tmp_path / "resumed", encoder)
     assert resumed["history"] == straight["history"]
     assert resumed["test"] == straight["test"]
+    assert not (tmp_path / "resumed" / "text_features.npz").exists()
 
 
 def test_finetune_mode_trains_the_encoder_with_its_own_learning_rate(feature_file, encoder, tmp_path):
