@@ -13,7 +13,7 @@ import json
 import math
 from pathlib import Path
 
-from robustmm import report
+from robustmm import metrics, report
 from robustmm.device import resolve_device
 from robustmm.models.tfr_net import TEXT_MODES
 from robustmm.train import TEXT_TARGETS, RunConfig, evaluate_checkpoint, load_features, train
@@ -43,22 +43,25 @@ def sweep(
     batch_size: int | None = None,
     keep_models: bool = True,
     progress: bool = True,
+    metric_family: str | None = None,
+    label_range: tuple[float, float] | None = None,
 ) -> dict:
     """Train and test one model per (rate, seed) on the feature file `data`; returns the metrics.json dict.
 
     `rates` and `seeds` default to the preset's protocol; `epochs` caps the epochs (default: the preset's cap,
     with early stopping); `model_dir` holds the per-run checkpoints (default `out/runs`); `keep_models=False`
-    deletes each run's checkpoint once it is tested."""
+    deletes each run's checkpoint once it is tested. `metric_family` and `label_range` describe a `custom`
+    dataset (default mosi metrics, labels in (-3, 3))."""
     from robustmm.text_encoder import TextEncoder
 
-    loaded, preset = load_features(data, dataset)
+    loaded, preset = load_features(data, dataset, metric_family, label_range)
     rates = sorted(float(rate) for rate in (preset.missing_rates if rates is None else rates))
     seeds = [int(seed) for seed in (preset.seeds if seeds is None else seeds)]
     if not rates or not seeds:
         raise ValueError("a sweep needs at least one rate and one seed")
     out = Path(out)
     model_dir = Path(model_dir) if model_dir is not None else out / "runs"
-    encoder = TextEncoder(text_encoder or preset.text_encoder, device=resolve_device(device))
+    encoder = TextEncoder(text_encoder or preset.text_encoder, device=resolve_device(device), load_weights=text_mode == "frozen")
     complete_cache: dict = {}
     rows = []
     for rate in rates:
@@ -66,7 +69,8 @@ def sweep(
             config = RunConfig(
                 dataset=dataset, rate=rate, seed=seed, text_mode=text_mode, text_encoder=encoder.name,
                 text_target=text_target, simam=simam, faithful=faithful, device=device, amp=amp,
-                max_epochs=epochs, batch_size=batch_size, progress=progress,
+                max_epochs=epochs, batch_size=batch_size, progress=progress, metric_family=metric_family,
+                label_range=None if label_range is None else tuple(label_range),
             )
             run_dir = model_dir / run_dir_name(rate, seed)
             result = train(loaded, preset, config, run_dir, encoder, complete_cache)
@@ -131,6 +135,13 @@ def _ints(text: str) -> list[int]:
     return [int(value) for value in text.split(",") if value.strip()]
 
 
+def _label_range(text: str) -> tuple[float, float]:
+    values = _floats(text)
+    if len(values) != 2:
+        raise argparse.ArgumentTypeError(f"{text!r} is not LOW,HIGH")
+    return values[0], values[1]
+
+
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="the .pkl feature file")
     parser.add_argument("--dataset", required=True, help="preset: mosi, mosei, sims, simsv2, avec2019 or custom")
@@ -144,12 +155,17 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: the preset's cap; early stopping applies)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the preset's")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--metric-family", choices=metrics.FAMILIES, default=None,
+                        help="--dataset custom: metrics of mosi (default), sims or avec")
+    parser.add_argument("--label-range", type=_label_range, default=None, metavar="LOW,HIGH",
+                        help="--dataset custom: the labels' scale, checked against the file (default -3,3)")
 
 
 def _settings(args: argparse.Namespace) -> dict:
     return {"text_mode": args.text_mode, "text_encoder": args.text_encoder, "text_target": args.text_target,
             "simam": args.simam, "faithful": args.faithful, "device": args.device, "amp": args.amp,
-            "epochs": args.epochs, "batch_size": args.batch_size, "progress": not args.no_progress}
+            "epochs": args.epochs, "batch_size": args.batch_size, "progress": not args.no_progress,
+            "metric_family": args.metric_family, "label_range": args.label_range}
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -184,13 +200,15 @@ def settings_from_yaml(path: str | Path, section: str) -> dict:
 def cmd_train(args: argparse.Namespace) -> int:
     from robustmm.text_encoder import TextEncoder
 
-    loaded, preset = load_features(args.data, args.dataset)
+    loaded, preset = load_features(args.data, args.dataset, args.metric_family, args.label_range)
     settings = _settings(args)
-    encoder = TextEncoder(settings["text_encoder"] or preset.text_encoder, device=resolve_device(args.device))
+    encoder = TextEncoder(settings["text_encoder"] or preset.text_encoder, device=resolve_device(args.device),
+                          load_weights=args.text_mode == "frozen")
     config = RunConfig(
         dataset=args.dataset, rate=args.rate, seed=args.seed, text_mode=args.text_mode, text_encoder=encoder.name,
         text_target=args.text_target, simam=args.simam, faithful=args.faithful, device=args.device, amp=args.amp,
         max_epochs=args.epochs, batch_size=args.batch_size, progress=not args.no_progress,
+        metric_family=args.metric_family, label_range=args.label_range,
     )
     result = train(loaded, preset, config, args.out, encoder)
     print(json.dumps({"rate": result["rate"], "seed": result["seed"], "best_epoch": result["best_epoch"], **result["test"]}, indent=2))

@@ -26,14 +26,19 @@ def resolve_encoder_path(name: str) -> str:
 
 
 class TextEncoder:
-    def __init__(self, name: str = OFFLINE_ENCODER, device: str | torch.device = "cpu"):
-        from transformers import AutoModel, AutoTokenizer
+    """`load_weights=False` loads the tokenizer and config only (`model` is None, `encode` unavailable): for
+    fine-tuning, which takes its trainable copy from `new_model()`, so no second copy of the weights stays
+    resident (0.44 GB for bert-base)."""
+
+    def __init__(self, name: str = OFFLINE_ENCODER, device: str | torch.device = "cpu", load_weights: bool = True):
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         self.name = name
-        path = resolve_encoder_path(name)
+        self.path = path = resolve_encoder_path(name)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
-            self.model = AutoModel.from_pretrained(path)
+            self.config = AutoConfig.from_pretrained(path)
+            self.model = AutoModel.from_pretrained(path) if load_weights else None
         except OSError as error:
             hint = "" if Path(path).exists() else (
                 " (not a local folder; hub names need the model in the local Hugging Face cache, since "
@@ -41,11 +46,18 @@ class TextEncoder:
             )
             raise RuntimeError(f"cannot load text encoder {name!r}{hint}: {error}") from None
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
-        self.model.to(self.device).eval()
+        if self.model is not None:
+            self.model.to(self.device).eval()
+
+    def new_model(self) -> torch.nn.Module:
+        """A fresh copy of the pretrained model, read from disk, on the CPU."""
+        from transformers import AutoModel
+
+        return AutoModel.from_pretrained(self.path)
 
     @property
     def hidden_size(self) -> int:
-        return int(self.model.config.hidden_size)
+        return int(self.config.hidden_size)
 
     @property
     def unk_id(self) -> int:
@@ -62,6 +74,8 @@ class TextEncoder:
     @torch.no_grad()
     def encode(self, text_bert: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """(N, L, H) float32 last hidden states of `text_bert` ids, computed in batches without gradients."""
+        if self.model is None:
+            raise RuntimeError(f"text encoder {self.name!r} was loaded without weights (load_weights=False)")
         outputs = []
         for start in range(0, len(text_bert), batch_size):
             chunk = torch.as_tensor(np.asarray(text_bert[start:start + batch_size]), dtype=torch.long, device=self.device)

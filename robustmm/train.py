@@ -9,7 +9,6 @@ interrupted resumes where it stopped; `result.json` marks a finished run.
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import json
 import math
@@ -49,6 +48,8 @@ class RunConfig:
     max_epochs: int | None = None
     batch_size: int | None = None
     progress: bool = True
+    metric_family: str | None = None  # custom dataset only: "mosi" (default), "sims" or "avec"
+    label_range: tuple[float, float] | None = None  # custom dataset only: (low, high), default (-3, 3)
 
     def __post_init__(self):
         if self.text_mode not in TEXT_MODES:
@@ -64,14 +65,23 @@ class RunConfig:
 # ---------------------------------------------------------------------------------------------- the data
 
 
-def load_features(path: str | Path, dataset: str) -> tuple[dict, Preset]:
-    """Load and validate a feature file and check it against the dataset's preset (`custom`: dims from the file)."""
+def load_features(path: str | Path, dataset: str, metric_family: str | None = None,
+                  label_range: tuple[float, float] | None = None) -> tuple[dict, Preset]:
+    """Load and validate a feature file and check it against the dataset's preset.
+
+    `custom`: lengths and dims from the file, metric family `metric_family` (default mosi) and labels that
+    must lie in `label_range` (default (-3, 3))."""
     loaded = feature_data.load(path)
     train = loaded["train"]
     seq_lens = (train["text_bert"].shape[2], train["audio"].shape[1], train["vision"].shape[1])
     dims = (train["text"].shape[2] if "text" in train else 768, train["audio"].shape[2], train["vision"].shape[2])
     if dataset == "custom":
-        return loaded, custom_preset("custom", seq_lens=seq_lens, feature_dims=dims)
+        preset = custom_preset("custom", seq_lens=seq_lens, feature_dims=dims, metric_family=metric_family or "mosi",
+                               label_range=label_range or (-3.0, 3.0))
+        check_label_range(loaded, preset.label_range, path)
+        return loaded, preset
+    if metric_family is not None or label_range is not None:
+        raise ValueError(f"metric family and label range are set by the {dataset} preset; they apply to --dataset custom only")
     preset = get_preset(dataset)
     problems = [
         f"{modality} features have {dim} dims, the {dataset} preset expects {expected}"
@@ -81,6 +91,20 @@ def load_features(path: str | Path, dataset: str) -> tuple[dict, Preset]:
     if problems:
         raise feature_data.FormatError(path, problems + ["use --dataset custom to take the dims from the file"])
     return loaded, preset
+
+
+def check_label_range(loaded: dict, label_range: tuple[float, float], path: str | Path) -> None:
+    low, high = label_range
+    if not low < high:
+        raise ValueError(f"label range {low},{high}: the low end must be below the high end")
+    problems = [
+        f"{name}/regression_labels span {labels.min():g}..{labels.max():g}, outside the label range {low:g},{high:g}"
+        for name in feature_data.SPLITS
+        for labels in [np.asarray(loaded[name]["regression_labels"], dtype=np.float64)]
+        if len(labels) and (labels.min() < low or labels.max() > high)
+    ]
+    if problems:
+        raise feature_data.FormatError(path, problems + ["set --label-range LOW,HIGH to the labels' scale"])
 
 
 def corrupt(split: dict, rate: float, seed: int, unk_id: int) -> dict:
@@ -138,7 +162,8 @@ def batches(tensors: dict, batch_size: int, device: torch.device, order: torch.T
 
 
 def build_model(preset: Preset, config: RunConfig, seq_lens, feature_dims, encoder) -> TFRNet:
-    text_model = copy.deepcopy(encoder.model) if config.text_mode == "finetune" else None
+    # Read from disk, not copied from `encoder`: a sweep need not keep pristine weights resident between runs.
+    text_model = encoder.new_model() if config.text_mode == "finetune" else None
     return TFRNet(
         preset.tfr_net, seq_lens, feature_dims, text_mode=config.text_mode, text_encoder=text_model,
         simam=config.simam, faithful=config.faithful,
@@ -156,7 +181,7 @@ def build_optimizer(model: TFRNet, preset: Preset) -> torch.optim.Optimizer:
         {"params": [w for n, w in bert if any(k in n for k in no_decay)], "lr": p.learning_rate_bert, "weight_decay": 0.0},
         {"params": [w for w in model.parameters() if id(w) not in bert_ids], "lr": p.learning_rate_other, "weight_decay": p.weight_decay_other},
     ]
-    return torch.optim.Adam([group for group in groups if group["params"]])
+    return torch.optim.Adam([group for group in groups if group["params"]], fused=True)
 
 
 def autocast(device: torch.device, enabled: bool):
@@ -223,13 +248,23 @@ def l1(predictions: np.ndarray, tensors: dict) -> float:
     return float(np.mean(np.abs(predictions - tensors["labels"].numpy())))
 
 
-def prepare_splits(loaded: dict, config: RunConfig, encoder, complete_cache: dict) -> dict[str, dict]:
+def prepare_splits(loaded: dict, config: RunConfig, encoder, complete_cache: dict,
+                   text_cache: Path | None = None) -> dict[str, dict]:
+    """The corrupted splits as tensors. Frozen mode: with `text_cache` (an .npz file), the encoder outputs are
+    read from it when it exists and written to it otherwise, so a resumed run does not encode again."""
+    cached = dict(np.load(text_cache)) if text_cache is not None and text_cache.exists() else {}
     splits = {}
     for name in feature_data.SPLITS:
         split = corrupt(loaded[name], config.rate, config.seed, encoder.unk_id)
-        if config.text_mode == "frozen":
+        if config.text_mode == "frozen" and f"{name}/text_m" in cached:
+            split["text"], split["text_m"] = cached[f"{name}/text"], cached[f"{name}/text_m"]
+        elif config.text_mode == "frozen":
             attach_text_features(split, encoder, config.text_target, complete_cache, name)
         splits[name] = to_tensors(split, config.text_mode)
+    if config.text_mode == "frozen" and text_cache is not None and not cached:
+        partial = text_cache.with_name(text_cache.name + ".partial.npz")
+        np.savez(partial, **{f"{name}/{key}": splits[name][key].numpy() for name in splits for key in ("text", "text_m")})
+        partial.replace(text_cache)
     return splits
 
 
@@ -251,7 +286,9 @@ def train(
     batch_size = config.batch_size or p.batch_size
 
     seed_everything(config.seed)
-    tensors = prepare_splits(loaded, config, encoder, {} if complete_cache is None else complete_cache)
+    # Frozen encoder outputs stay on disk until the run finishes (MOSI with bert-base: 0.7 GB).
+    text_cache = run_dir / "text_features.npz"
+    tensors = prepare_splits(loaded, config, encoder, {} if complete_cache is None else complete_cache, text_cache)
     train_split = loaded["train"]
     seq_lens = (train_split["text_bert"].shape[2], train_split["audio"].shape[1], train_split["vision"].shape[1])
     feature_dims = (encoder.hidden_size, train_split["audio"].shape[2], train_split["vision"].shape[2])
@@ -299,6 +336,7 @@ def train(
     }
     result_path.write_text(json.dumps(result, indent=2))
     last_path.unlink()
+    text_cache.unlink(missing_ok=True)
     return result
 
 
@@ -313,8 +351,9 @@ def evaluate_checkpoint(checkpoint: str | Path, data_path: str | Path, rate: flo
     config.seed = config.seed if seed is None else seed
     if split not in feature_data.SPLITS:
         raise ValueError(f"unknown split {split!r}: choose one of {', '.join(feature_data.SPLITS)}")
-    loaded, preset = load_features(data_path, config.dataset)
-    encoder = encoder or TextEncoder(config.text_encoder or preset.text_encoder, device=resolve_device(device))
+    loaded, preset = load_features(data_path, config.dataset, config.metric_family, config.label_range)
+    encoder = encoder or TextEncoder(config.text_encoder or preset.text_encoder, device=resolve_device(device),
+                                     load_weights=config.text_mode == "frozen")
     split_data = corrupt(loaded[split], config.rate, config.seed, encoder.unk_id)
     if config.text_mode == "frozen":
         attach_text_features(split_data, encoder, config.text_target, {}, split)

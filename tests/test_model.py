@@ -237,3 +237,23 @@ def test_mixed_precision_forward_and_backward():
     assert out["prediction"].dtype == torch.bfloat16
     assert torch.isfinite(out["recon_loss"]).all()
     assert all(torch.isfinite(w.grad).all() for w in model.fusion[1].gru.parameters())
+
+
+def test_activation_checkpointing_gives_the_same_outputs_and_gradients(monkeypatch):
+    model = frozen_model().train()
+    batch = make_batch((8, 20, 12), (TEXT_DIM, 5, 20))
+
+    def step():
+        # Dropout draws from the global generator: the recomputation in backward must draw the same masks.
+        torch.manual_seed(5)
+        model.zero_grad()
+        out = model(batch)
+        (out["prediction"].sum() + out["recon_loss"].sum()).backward()
+        return out["recon_loss"].detach(), {name: w.grad.clone() for name, w in model.named_parameters()}
+
+    checkpointed_loss, checkpointed_grads = step()
+    monkeypatch.setattr(model, "checkpointed", lambda function, *args: function(*args))
+    plain_loss, plain_grads = step()
+    torch.testing.assert_close(checkpointed_loss, plain_loss)
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(checkpointed_grads[name], grad, msg=name)

@@ -9,7 +9,7 @@ import torch
 import robustmm
 from robustmm import data as feature_data
 from robustmm.cli import main
-from robustmm.experiments import settings_from_yaml
+from robustmm.experiments import settings_from_yaml, write_outputs
 from robustmm.presets import get_preset
 from robustmm.synthetic import make_dataset
 from robustmm.text_encoder import OFFLINE_ENCODER
@@ -99,3 +99,44 @@ def test_settings_from_a_yaml_section(tmp_path):
         settings_from_yaml(params, "train")
     with pytest.raises(ValueError, match="no section 'extract'"):
         settings_from_yaml(params, "extract")
+
+
+def test_undefined_metrics_are_written_as_null(tmp_path):
+    # Constant predictions leave Corr undefined (NaN), which strict JSON parsers and DVC reject.
+    rows = [{"rate": rate, "seed": 111, "epochs": 1, "best_epoch": 1, "train_seconds": 1.0, "MAE": 0.5 + rate,
+             "Corr": float("nan")} for rate in (0.0, 0.5)]
+    write_outputs(rows, tmp_path, ("MAE", "Corr"))
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    on_disk = json.loads((tmp_path / "metrics.json").read_text(), parse_constant=refuse)
+    assert on_disk["rate_0.50/Corr_mean"] is None and on_disk["auilc/Corr"] is None
+    assert on_disk["rate_0.50/MAE_mean"] == pytest.approx(1.0) and on_disk["auilc/MAE"] == pytest.approx(0.375)
+
+
+def test_custom_dataset_with_its_metric_family_and_label_range(tmp_path, capsys):
+    path = tmp_path / "phq.pkl"
+    # AVEC-like labels on 0..24: outside the custom default range -3..3.
+    dataset = make_dataset(get_preset("avec2019"), sizes=(24, 8, 8), seq_lens=(8, 12, 10), feature_dims=(384, 6, 7), seed=3)
+    feature_data.write(dataset, path)
+    out = tmp_path / "custom"
+    flags = ["--data", str(path), "--dataset", "custom", "--rates", "0,0.5", "--seeds", "111", "--out", str(out),
+             "--epochs", "1", "--text-mode", "frozen", "--text-encoder", OFFLINE_ENCODER, "--device", "cpu", "--no-progress"]
+    assert main(["sweep", *flags]) == 2
+    error = capsys.readouterr().err
+    assert str(path) in error and "outside the label range -3,3" in error and "--label-range" in error
+
+    assert main(["sweep", *flags, "--metric-family", "avec", "--label-range", "0,24"]) == 0
+    assert {"auilc/CCC", "auilc/RMSE", "auilc/MAE"} <= set(json.loads((out / "metrics.json").read_text()))
+    checkpoint = out / "runs" / "rate_0.50_seed_111" / "best.pt"
+    assert main(["evaluate", str(checkpoint), "--data", str(path), "--device", "cpu"]) == 0
+    assert '"CCC"' in capsys.readouterr().out
+
+    flat = robustmm.sweep(path, "custom", rates=[0.0], seeds=[111], out=tmp_path / "python", metric_family="avec",
+                          label_range=(0, 24), **{**FAST, "epochs": 1})
+    assert "rate_0.00/CCC_mean" in flat
+    with pytest.raises(ValueError, match="apply to --dataset custom only"):
+        robustmm.sweep(path, "avec2019", metric_family="avec", out=tmp_path / "no", **FAST)
+    with pytest.raises(ValueError, match="unknown metric family 'imdb'"):
+        robustmm.sweep(path, "custom", metric_family="imdb", label_range=(0, 24), out=tmp_path / "no", **FAST)

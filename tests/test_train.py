@@ -74,10 +74,17 @@ def test_interrupted_run_resumes_to_the_same_result(feature_file, encoder, tmp_p
     with pytest.raises(KeyboardInterrupt):
         train(loaded, preset, config, tmp_path / "resumed", encoder)
     assert (tmp_path / "resumed" / "last.pt").exists() and not (tmp_path / "resumed" / "result.json").exists()
+    assert (tmp_path / "resumed" / "text_features.npz").exists()
     monkeypatch.setattr(training, "train_epoch", real_epoch)
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("a resumed run encodes the text again")
+
+    monkeypatch.setattr(encoder, "encode", no_encoding)
     resumed = train(loaded, preset, config, tmp_path / "resumed", encoder)
     assert resumed["history"] == straight["history"]
     assert resumed["test"] == straight["test"]
+    assert not (tmp_path / "resumed" / "text_features.npz").exists()
 
 
 def test_finetune_mode_trains_the_encoder_with_its_own_learning_rate(feature_file, encoder, tmp_path):
@@ -132,3 +139,12 @@ def test_bad_inputs_give_a_clear_command_line_error(tmp_path, feature_file, caps
         RunConfig(dataset="mosi", text_target="file")
     with pytest.raises(ValueError, match="missing rate 1.5"):
         RunConfig(dataset="mosi", rate=1.5)
+
+
+def test_encoder_without_weights_for_finetuning(encoder):
+    light = TextEncoder(OFFLINE_ENCODER, load_weights=False)
+    assert light.model is None and light.hidden_size == encoder.hidden_size and light.unk_id == encoder.unk_id
+    with pytest.raises(RuntimeError, match="loaded without weights"):
+        light.encode(np.zeros((1, 3, 4), dtype=np.int64))
+    fresh, loaded = light.new_model().state_dict(), encoder.model.state_dict()
+    assert fresh.keys() == loaded.keys() and all(torch.equal(fresh[key], loaded[key]) for key in loaded)

@@ -19,6 +19,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from robustmm.models.simam import SimAM
 from robustmm.presets import MODALITIES, TFRNetParams
@@ -206,6 +207,11 @@ class TFRNet(nn.Module):
         self.params, self.seq_lens, self.feature_dims = params, tuple(seq_lens), tuple(feature_dims)
         self.text_mode, self.faithful = text_mode, faithful
         self.text_encoder = text_encoder
+        if getattr(text_encoder, "supports_gradient_checkpointing", False):
+            # BERT's layers hold half of a training step's saved activations at MOSI shapes (1.25 of 2.7 GB, batch
+            # 24); recomputing each layer in backward costs one more BERT forward, a small part of a step.
+            text_encoder.config.use_cache = False  # a decoder's key/value cache; BERT as an encoder has none to keep
+            text_encoder.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         d, p = params.common_dim, params
         self.projections = nn.ModuleList(
             nn.Conv1d(dim, d, kernel_size=k, padding=(k - 1) // 2, bias=False) for dim, k in zip(feature_dims, p.conv_kernels)
@@ -270,6 +276,25 @@ class TFRNet(nn.Module):
             channels = self.reconstructors[index]((features * valid[:, :, None]).transpose(1, 2))
         return self.back_projections[index](channels.transpose(1, 2))
 
+    def checkpointed(self, function, *args):
+        """function(*args), recomputed in backward instead of keeping its activations when gradients flow.
+
+        Used for the transformers: at MOSI shapes (batch 24) their saved activations are 1.2 GB (0.6 of them
+        the reconstruction's, whose feed-forward layers are 4 L = 2000 wide), recomputed in backward for a
+        tenth of a step's time. The random state is restored for the recomputation: the same dropout."""
+        if not (self.training and torch.is_grad_enabled()):
+            return function(*args)
+        return checkpoint(function, *args, use_reentrant=False)
+
+    def contextualise(self, q: int, projected: list[torch.Tensor], valid: list[torch.Tensor]) -> torch.Tensor:
+        """Modality q's intra-modal and two cross-modal transformer outputs, concatenated: (B, L_q, 3d)."""
+        parts = [self.intra[q](projected[q], mask=self.attention_mask(q, q, valid))]
+        for k, key in enumerate(MODALITIES):
+            if k != q:
+                mask = self.attention_mask(q, k, valid)
+                parts.append(self.cross[f"{MODALITIES[q]}_{key}"](projected[q], projected[k], mask=mask))
+        return torch.cat(parts, dim=-1)
+
     def forward(self, batch: dict, with_reconstruction: bool = True) -> dict:
         """batch: text_bert, text_bert_m (B, 3, L_t) ids (finetune) or text, text_m (B, L_t, H) (frozen);
         audio, audio_m, vision, vision_m (B, L, D); audio_lengths, vision_lengths (B,);
@@ -292,17 +317,9 @@ class TFRNet(nn.Module):
             h = self.projections[index](x.transpose(1, 2)).transpose(1, 2)
             projected.append(self.simam(h, keep[index]) if self.simam is not None else h)
 
-        hidden = []
-        for q, query in enumerate(MODALITIES):
-            parts = [self.intra[q](projected[q], mask=self.attention_mask(q, q, valid))]
-            for k, key in enumerate(MODALITIES):
-                if k != q:
-                    mask = self.attention_mask(q, k, valid)
-                    parts.append(self.cross[f"{query}_{key}"](projected[q], projected[k], mask=mask))
-            hidden.append(torch.cat(parts, dim=-1))
-
+        hidden = [self.checkpointed(self.contextualise, q, projected, valid) for q in range(len(MODALITIES))]
         recon_loss = torch.stack([
-            self.reconstruction_loss(self.reconstruct(m, hidden[m], valid[m]), targets[m], valid[m] - keep[m])
+            self.reconstruction_loss(self.checkpointed(self.reconstruct, m, hidden[m], valid[m]), targets[m], valid[m] - keep[m])
             for m in range(len(MODALITIES))
         ]) if with_reconstruction else None
         pooled = []
