@@ -78,10 +78,10 @@ def sweep(
                 (run_dir / "best.pt").unlink(missing_ok=True)
             rows.append({"rate": rate, "seed": seed, "epochs": result["epochs"], "best_epoch": result["best_epoch"],
                          "train_seconds": result["train_seconds"], **result["test"]})
-    return write_outputs(rows, out, preset.key_metrics, label=out.name)
+    return write_outputs(rows, out, preset.key_metrics)
 
 
-def write_outputs(rows: list[dict], out: Path, key_metrics: tuple[str, ...], label: str) -> dict:
+def write_outputs(rows: list[dict], out: Path, key_metrics: tuple[str, ...]) -> dict:
     """results.csv (the rows), robustness.csv and metrics.json (mean/std per rate, AUILC), robustness.png."""
     import pandas as pd
 
@@ -106,7 +106,7 @@ def write_outputs(rows: list[dict], out: Path, key_metrics: tuple[str, ...], lab
     # NaN (e.g. Corr of constant predictions) is not JSON: DVC and strict parsers need null.
     flat = {key: None if math.isnan(value) else value for key, value in flat.items()}
     (out / "metrics.json").write_text(json.dumps(flat, indent=2, sort_keys=True, allow_nan=False))
-    report.plot({label: {name: by_metric[name] for name in key_metrics if name in by_metric}}, out / "robustness.png")
+    report.plot({out.name: {name: by_metric[name] for name in key_metrics if name in by_metric}}, out / "robustness.png")
     return flat
 
 
