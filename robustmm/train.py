@@ -151,10 +151,15 @@ def to_tensors(split: dict, text_mode: str) -> dict[str, torch.Tensor]:
 
 
 def batches(tensors: dict, batch_size: int, device: torch.device, order: torch.Tensor | None = None):
+    """Batches in `order` (a training epoch's shuffle) or in row order (evaluation)."""
     count = len(tensors["labels"])
+    ends = list(range(batch_size, count, batch_size)) + [count]
+    if order is not None and len(ends) > 1 and ends[-1] - ends[-2] == 1:
+        # A training batch of one sample cannot pass BatchNorm: it joins the batch before it.
+        del ends[-2]
     order = torch.arange(count) if order is None else order
-    for start in range(0, count, batch_size):
-        index = order[start:start + batch_size]
+    for start, end in zip([0] + ends[:-1], ends):
+        index = order[start:end]
         yield {key: value[index].to(device, non_blocking=True) for key, value in tensors.items()}
 
 

@@ -12,13 +12,7 @@ from robustmm.presets import PRESETS, get_preset
 TEXT_DIM = 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    # Tiny tensors: on a shared 2-core machine, a second thread costs far more in waiting than it gives.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def make_batch(seq_lens, feature_dims, batch=2, seed=0):

@@ -17,13 +17,7 @@ from robustmm.train import RunConfig, evaluate_checkpoint, load_features, train
 SEQ_LENS = (10, 24, 16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    # Tiny tensors: on a shared 2-core machine, a second thread costs far more in waiting than it gives.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -148,3 +142,19 @@ def test_encoder_without_weights_for_finetuning(encoder):
         light.encode(np.zeros((1, 3, 4), dtype=np.int64))
     fresh, loaded = light.new_model().state_dict(), encoder.model.state_dict()
     assert fresh.keys() == loaded.keys() and all(torch.equal(fresh[key], loaded[key]) for key in loaded)
+
+
+def test_a_lone_last_training_sample_joins_the_batch_before():
+    tensors = {"labels": torch.arange(7.0)}
+    shuffled = [len(batch["labels"]) for batch in training.batches(tensors, 3, torch.device("cpu"), torch.randperm(7))]
+    assert shuffled == [3, 4]  # BatchNorm in training cannot take a batch of one
+    assert [len(batch["labels"]) for batch in training.batches(tensors, 3, torch.device("cpu"))] == [3, 3, 1]
+    assert [len(batch["labels"]) for batch in training.batches(tensors, 7, torch.device("cpu"), torch.randperm(7))] == [7]
+
+
+def test_training_split_of_batch_size_plus_one(tmp_path, encoder):
+    path = tmp_path / "odd.pkl"
+    feature_data.write(make_dataset(get_preset("mosi"), sizes=(9, 4, 4), seq_lens=SEQ_LENS, feature_dims=(384, 5, 20)), path)
+    loaded, preset = load_features(path, "mosi")
+    result = train(loaded, preset, frozen_config(max_epochs=1, batch_size=4), tmp_path / "run", encoder)
+    assert np.isfinite(result["test"]["MAE"])
