@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 
 from robustmm import metrics, report
+from robustmm.config import read_config_section
 from robustmm.device import resolve_device
 from robustmm.models.tfr_net import TEXT_MODES
 from robustmm.train import TEXT_TARGETS, RunConfig, evaluate_checkpoint, load_features, train
@@ -169,10 +170,12 @@ def _settings(args: argparse.Namespace) -> dict:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    settings = {**_settings(args), "rates": args.rates, "seeds": args.seeds, "out": args.out,
-                "model_dir": args.model_dir, "keep_models": not args.no_keep_models}
-    if args.params:
-        settings.update(settings_from_yaml(args.params, args.section))
+    flags = {**_settings(args), "rates": args.rates, "seeds": args.seeds, "out": args.out,
+             "model_dir": args.model_dir, "keep_models": not args.no_keep_models}
+    # The config section first; a flag changed from its default (the same as sweep()'s) wins over it.
+    defaults = {name: parameter.default for name, parameter in inspect.signature(sweep).parameters.items()}
+    settings = {**flags, **settings_from_config(args.config, args.section)} if args.config else flags
+    settings.update({name: value for name, value in flags.items() if value != defaults[name]})
     flat = sweep(args.data, args.dataset, **settings)
     for key in sorted(flat):
         if key.startswith("auilc/"):
@@ -181,15 +184,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def settings_from_yaml(path: str | Path, section: str) -> dict:
-    """The keyword arguments of `sweep` stored under `section` of a YAML file (dots for nesting: train.sweep)."""
-    import yaml
-
-    node = yaml.safe_load(Path(path).read_text())
-    for key in section.split("."):
-        if not isinstance(node, dict) or key not in node:
-            raise ValueError(f"{path}: no section {section!r}")
-        node = node[key]
+def settings_from_config(path: str | Path, section: str) -> dict:
+    """The keyword arguments of `sweep` stored under `section` of a YAML/JSON file (dots for nesting: train.sweep)."""
+    node = read_config_section(path, section)
     allowed = set(inspect.signature(sweep).parameters) - {"data", "dataset"}
     unknown = sorted(set(node) - allowed)
     if unknown:
@@ -239,8 +236,8 @@ def register(commands) -> None:
     sweep_parser.add_argument("--out", default="results/sweep", help="output folder")
     sweep_parser.add_argument("--model-dir", default=None, help="checkpoint folder (default: OUT/runs)")
     sweep_parser.add_argument("--no-keep-models", action="store_true", help="delete each run's checkpoint after testing")
-    sweep_parser.add_argument("--params", default=None, help="YAML file whose SECTION holds sweep settings (they override the flags)")
-    sweep_parser.add_argument("--section", default="train", help="section of --params, dots for nesting")
+    sweep_parser.add_argument("--config", default=None, help="YAML/JSON file holding the settings (flags override it)")
+    sweep_parser.add_argument("--section", default="sweep", help="dotted section of --config (default sweep)")
     sweep_parser.set_defaults(handler=cmd_sweep)
 
     evaluate_parser = commands.add_parser("evaluate", help="metrics of a saved checkpoint on a feature file")

@@ -8,7 +8,7 @@ import pytest
 import robustmm
 from robustmm import data as feature_data
 from robustmm.cli import main
-from robustmm.experiments import settings_from_yaml, write_outputs
+from robustmm.experiments import settings_from_config, write_outputs
 from robustmm.presets import get_preset
 from robustmm.synthetic import make_dataset
 from robustmm.text_encoder import OFFLINE_ENCODER
@@ -58,10 +58,12 @@ def test_sweep_writes_table_metrics_plot_data_and_figure_and_resumes(feature_fil
 def test_command_line_sweep_and_evaluate(feature_file, tmp_path, capsys):
     out = tmp_path / "cli"
     params = tmp_path / "params.yaml"
-    params.write_text(f"train:\n  sweep:\n    text_encoder: {OFFLINE_ENCODER}\n    simam: true\n")
+    params.write_text(f"train:\n  sweep:\n    text_encoder: {OFFLINE_ENCODER}\n    simam: true\n"
+                      "    text_mode: frozen\n    epochs: 4\n")
+    # The section's settings apply; a flag that is set (--epochs) wins over the section.
     code = main(["sweep", "--data", str(feature_file), "--dataset", "sims", "--rates", "0,0.3", "--seeds", "111",
-                 "--out", str(out), "--epochs", "1", "--text-mode", "frozen", "--device", "cpu", "--no-progress",
-                 "--params", str(params), "--section", "train.sweep"])
+                 "--out", str(out), "--epochs", "1", "--device", "cpu", "--no-progress",
+                 "--config", str(params), "--section", "train.sweep"])
     assert code == 0
     assert "auilc/MAE" in capsys.readouterr().out
     run_settings = json.loads((out / "runs" / "rate_0.30_seed_111" / "result.json").read_text())["config"]
@@ -83,15 +85,15 @@ def test_mmsa_run_call_shape(feature_file, tmp_path):
         robustmm.run("mult", "sims", data=feature_file)
 
 
-def test_settings_from_a_yaml_section(tmp_path):
+def test_settings_from_a_config_section(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text("train:\n  sweep:\n    rates: [0.0, 0.5]\n    text_mode: frozen\n    epochs: 3\n")
-    assert settings_from_yaml(params, "train.sweep") == {"rates": [0.0, 0.5], "text_mode": "frozen", "epochs": 3}
+    assert settings_from_config(params, "train.sweep") == {"rates": [0.0, 0.5], "text_mode": "frozen", "epochs": 3}
     params.write_text("train:\n  learning_rate: 0.1\n")
     with pytest.raises(ValueError, match="unknown settings learning_rate"):
-        settings_from_yaml(params, "train")
+        settings_from_config(params, "train")
     with pytest.raises(ValueError, match="no section 'extract'"):
-        settings_from_yaml(params, "extract")
+        settings_from_config(params, "extract")
 
 
 def test_undefined_metrics_are_written_as_null(tmp_path):
