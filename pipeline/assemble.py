@@ -5,21 +5,20 @@ Sequence lengths come from params.yaml (never from the data): the text length is
 """
 
 import sys
-from pathlib import Path
 
-import yaml
-
+from robustmm.config import read_config_section
 from robustmm.features.assemble import assemble
+from robustmm.presets import MODALITIES
 
 
 def main(dataset: str) -> None:
-    params = yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))
-    lengths = params["assemble"]["lengths"]
-    features = {modality: f"features/{dataset}/{modality}.pkl" for modality in ("text", "audio", "vision")}
+    lengths = read_config_section("params.yaml", "assemble.lengths")
+    text_length = read_config_section("params.yaml", "extract.text")["max_length"]
+    features = {modality: f"features/{dataset}/{modality}.pkl" for modality in MODALITIES}
     assemble(
         dataset_dir=f"raw/{dataset}",
         output=f"data/{dataset}.pkl",
-        lengths=(params["extract"]["text"]["max_length"], lengths["audio"], lengths["vision"]),
+        lengths=(text_length, lengths["audio"], lengths["vision"]),
         **features,
     )
 

@@ -6,15 +6,13 @@ or a crash extracts only what is missing.
 """
 
 import sys
-from pathlib import Path
 
-import yaml
-
+from robustmm.config import read_config_section
 from robustmm.features.extract import extract_modality
 
 
 def main(dataset: str, modality: str) -> None:
-    params = yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))["extract"]
+    params = read_config_section("params.yaml", "extract")
     config = dict(params[modality])
     extractor = config.pop("extractor")
     report = extract_modality(

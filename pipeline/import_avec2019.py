@@ -6,15 +6,13 @@ of robustmm.avec2019.import_avec2019 (docs/avec2019.md).
 """
 
 import sys
-from pathlib import Path
-
-import yaml
 
 from robustmm.avec2019 import import_avec2019
+from robustmm.config import read_config_section
 
 
 def main(name: str) -> None:
-    settings = dict(yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))["import_avec2019"])
+    settings = dict(read_config_section("params.yaml", "import_avec2019"))
     folder = settings.pop("datasets")[name]
     settings["statistics"] = tuple(settings["statistics"])
     report = import_avec2019(folder, f"data/{name}.pkl", **settings)

@@ -7,18 +7,16 @@ robustness.png, and runs/ (each run's result; checkpoints are not kept).
 """
 
 import sys
-from pathlib import Path
 
 import torch
-import yaml
 
+from robustmm.config import read_config_section
 from robustmm.experiments import sweep
 
 
 def main(dataset: str) -> None:
-    params = yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))
-    entry = params["datasets"][dataset]
-    settings = dict(params["sweep"])
+    entry = read_config_section("params.yaml", f"datasets.{dataset}")
+    settings = dict(read_config_section("params.yaml", "sweep"))
     threads = settings.pop("torch_threads")
     if threads:
         torch.set_num_threads(threads)
