@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 import codecs
+import contextlib
 import io
 import os
 import pickle
@@ -254,24 +255,31 @@ def _canonical(value):
     return value
 
 
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike):
+    """A binary file that replaces `path` only once fully written: a crash leaves the old file or none."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            yield file
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
 def write(data: dict, path: str | os.PathLike) -> None:
     """Write a feature file atomically; the same content always gives byte-identical files.
 
     Keys are sorted and the pickler runs without its memo, so the bytes depend only on the content, never
     on object identity. Protocol 4 keeps the files readable by the upstream tools.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            pickler = pickle.Pickler(file, protocol=4)
-            pickler.fast = True
-            pickler.dump(_canonical(data))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as file:
+        pickler = pickle.Pickler(file, protocol=4)
+        pickler.fast = True
+        pickler.dump(_canonical(data))
 
 
 def array_bytes(data: dict) -> int:

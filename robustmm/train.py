@@ -267,9 +267,8 @@ def prepare_splits(loaded: dict, config: RunConfig, encoder, complete_cache: dic
             attach_text_features(split, encoder, config.text_target, complete_cache, name)
         splits[name] = to_tensors(split, config.text_mode)
     if config.text_mode == "frozen" and text_cache is not None and not cached:
-        partial = text_cache.with_name(text_cache.name + ".partial.npz")
-        np.savez(partial, **{f"{name}/{key}": splits[name][key].numpy() for name in splits for key in ("text", "text_m")})
-        partial.replace(text_cache)
+        with feature_data.atomic_write(text_cache) as file:
+            np.savez(file, **{f"{name}/{key}": splits[name][key].numpy() for name in splits for key in ("text", "text_m")})
     return splits
 
 
@@ -325,11 +324,14 @@ def train(
         state["epoch"] = epoch
         if valid_loss < state["best_valid"]:
             state.update(best_valid=valid_loss, best_epoch=epoch, bad_epochs=0)
-            torch.save({"model": model.state_dict(), "epoch": epoch, **checkpoint_meta}, run_dir / "best.pt")
+            with feature_data.atomic_write(run_dir / "best.pt") as file:
+                torch.save({"model": model.state_dict(), "epoch": epoch, **checkpoint_meta}, file)
         else:
             state["bad_epochs"] += 1
         rng = {"generator": generator.get_state(), "torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state, "rng": rng}, last_path)
+        # Atomic, so that a run killed while saving still resumes from the previous epoch.
+        with feature_data.atomic_write(last_path) as file:
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state, "rng": rng}, file)
 
     model.load_state_dict(torch.load(run_dir / "best.pt", map_location=device, weights_only=False)["model"])
     predictions = predict(model, tensors["test"], batch_size, device, config.amp)
@@ -339,7 +341,8 @@ def train(
         "test": metrics.compute(preset.metric_family, predictions, tensors["test"]["labels"].numpy()),
         "history": state["history"], "config": dataclasses.asdict(config),
     }
-    result_path.write_text(json.dumps(result, indent=2))
+    with feature_data.atomic_write(result_path) as file:  # its presence marks the run finished
+        file.write(json.dumps(result, indent=2).encode())
     last_path.unlink()
     text_cache.unlink(missing_ok=True)
     return result

@@ -6,12 +6,12 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from robustmm.data import atomic_write
 from robustmm.features.base import Extractor
 
 
@@ -62,13 +62,6 @@ class FeatureCache:
     @staticmethod
     def store(path: Path, result: ClipResult) -> None:
         """Write atomically: a crash leaves either the whole entry or none."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as file:
-                info = json.dumps({"failure": result.failure, "quality": result.quality}, sort_keys=True)
-                np.savez(file, info=np.array(info), **result.arrays)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        with atomic_write(path) as file:
+            info = json.dumps({"failure": result.failure, "quality": result.quality}, sort_keys=True)
+            np.savez(file, info=np.array(info), **result.arrays)
