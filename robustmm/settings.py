@@ -31,6 +31,7 @@ import yaml
 from robustmm import avec2019
 from robustmm.errors import UserError
 from robustmm.features.base import EXTRACTORS, create_extractor
+from robustmm.features.extract import DEFAULT_MAX_FAILURE_SHARE
 from robustmm.metrics import FAMILIES
 from robustmm.models.tfr_net import TEXT_MODES
 from robustmm.presets import KEY_METRICS, MODALITIES, PRESETS
@@ -445,7 +446,7 @@ class ExtractionSettings:
     """What `extract` (the stage and the command) shares."""
 
     workers: int | None = setting(Optional(POSITIVE), None)
-    max_failure_share: float = setting(RATE, 0.1)
+    max_failure_share: float = setting(RATE, DEFAULT_MAX_FAILURE_SHARE)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -695,11 +696,12 @@ def set_path(raw: dict, path: str, value) -> None:
     raw[last] = value
 
 
-def load_command_settings(schema: type, config: str | Path | None, section: str, flags: dict[str, tuple[str, object]]):
-    """A command's settings: the `--config` file's `section` (if any), then the flags given, which win.
-
-    `flags` maps a dotted key to (the flag as written, its value); a value of None means not given."""
-    raw = read_section(config, section) if config is not None else {}
+def load_command_settings(schema: type, config: str | Path | None, section: str, flags: dict[str, tuple[str, object]],
+                          raw: dict | None = None):
+    """A command's settings: the `--config` file's `section` (or `raw`, that section already read and adjusted),
+    then the flags given, which win. `flags` maps a dotted key to (the flag as written, its value); None: not given."""
+    if raw is None:
+        raw = read_section(config, section) if config is not None else {}
     given = {path: flag for path, (flag, value) in flags.items() if value is not None}
     for path, (_, value) in flags.items():
         if value is not None:
