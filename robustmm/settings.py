@@ -61,6 +61,10 @@ class Problems:
     def reject(self, path: str, value, allowed: str, hint: str = "") -> None:
         self.add(path, f"{show(value)} is not allowed ({allowed}{hint})")
 
+    def unknown_key(self, path: str, key, known, owner: str = "") -> None:
+        close = suggestion(key, known)
+        self.add(join_path(path, key), f"unknown key{owner} ({close or 'known: ' + ', '.join(map(str, known))})")
+
 
 def show(value) -> str:
     """A value as the user wrote it in YAML."""
@@ -316,8 +320,7 @@ class Section(Kind):
         before = len(problems.found)
         for key in value:
             if key not in fields:
-                close = suggestion(key, fields)
-                problems.add(join_path(path, key), f"unknown key ({close or 'known: ' + ', '.join(fields)})")
+                problems.unknown_key(path, key, fields)
         parsed = {}
         for name, spec in fields.items():
             kind = spec.metadata["kind"]
@@ -366,8 +369,7 @@ class FieldsOf(Kind):
         before = len(problems.found)
         for key, item in value.items():
             if key not in names:
-                close = suggestion(key, names)
-                problems.add(join_path(path, key), f"unknown key for {self.what} ({close or 'known: ' + ', '.join(names)})")
+                problems.unknown_key(path, key, names, f" for {self.what}")
             else:
                 kind_of_annotation(types_by_name[key]).parse(item, join_path(path, key), problems)
         if len(problems.found) != before:
