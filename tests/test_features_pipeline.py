@@ -234,7 +234,7 @@ def test_cli_extract_and_assemble_from_a_config_section(dataset, extracted, tmp_
     assert main(["extract", "--dataset", str(tmp_path / "absent"), "--audio", "mfcc"]) == 2
     assert "label.csv: file not found" in capsys.readouterr().err
     assert main(["extract", "--dataset", str(dataset), "--audio", "mfcc", "--option", "audio.n_mels=3"]) == 2
-    assert "unknown config key(s) n_mels" in capsys.readouterr().err
+    assert "--option audio.n_mels=3: unknown key for extractor 'mfcc'" in capsys.readouterr().err
 
 
 def test_a_problem_that_is_not_the_clips_stops_the_run_naming_the_clip(dataset, tmp_path, monkeypatch):

@@ -8,8 +8,9 @@ import pytest
 import robustmm
 from robustmm import data as feature_data
 from robustmm.cli import main
-from robustmm.experiments import settings_from_config, write_outputs
+from robustmm.experiments import write_outputs
 from robustmm.presets import get_preset
+from robustmm.settings import SettingsError, SweepCommandSettings, load_command_settings
 from robustmm.synthetic import make_dataset
 from robustmm.text_encoder import OFFLINE_ENCODER
 
@@ -88,12 +89,13 @@ def test_mmsa_run_call_shape(feature_file, tmp_path):
 def test_settings_from_a_config_section(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text("train:\n  sweep:\n    rates: [0.0, 0.5]\n    text_mode: frozen\n    epochs: 3\n")
-    assert settings_from_config(params, "train.sweep") == {"rates": [0.0, 0.5], "text_mode": "frozen", "epochs": 3}
+    settings = load_command_settings(SweepCommandSettings, params, "train.sweep", {"epochs": ("--epochs", None)})
+    assert (settings.rates, settings.text_mode, settings.epochs, settings.out) == ([0.0, 0.5], "frozen", 3, "results/sweep")
     params.write_text("train:\n  learning_rate: 0.1\n")
-    with pytest.raises(ValueError, match="unknown settings learning_rate"):
-        settings_from_config(params, "train")
-    with pytest.raises(ValueError, match="no section 'extract'"):
-        settings_from_config(params, "extract")
+    with pytest.raises(SettingsError, match="train.learning_rate: unknown key"):
+        load_command_settings(SweepCommandSettings, params, "train", {})
+    with pytest.raises(SettingsError, match="no section 'extract'"):
+        load_command_settings(SweepCommandSettings, params, "extract", {})
 
 
 def test_undefined_metrics_are_written_as_null(tmp_path):
