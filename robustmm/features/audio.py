@@ -204,9 +204,10 @@ class LibrosaExtractor(AudioExtractor):
         _require_samples(samples, hop)
         parts = []
         with warnings.catch_warnings():
-            # The constant-Q features warn about n_fft on their own downsampled low octaves: expected, not a
-            # problem of the clip.
+            # The constant-Q features warn about n_fft on their own downsampled low octaves, and 128 mel bands on a
+            # short n_fft (MMSA-FET's 512) leave some empty: expected of the recipe, not a problem of the clip.
             warnings.filterwarnings("ignore", message="n_fft=.* is too large", category=UserWarning)
+            warnings.filterwarnings("ignore", message="Empty filters detected", category=UserWarning)
             for feature, args in _recipe_features(self.config.features):
                 function = getattr(librosa.feature, feature)
                 parameters = inspect.signature(function).parameters
