@@ -84,6 +84,11 @@ class _FrameSampler:
         return True
 
 
+def _channel_mean(planar: np.ndarray) -> np.ndarray:
+    """(C, n) -> (n,): librosa.to_mono's mean; one channel is returned as it is (a mean would turn -0.0 into 0.0)."""
+    return planar[0] if len(planar) == 1 else np.mean(planar, axis=0)
+
+
 class _AudioTrack:
     """The audio frames of one clip collected once for all formats: per PyAV rate, and as native 16-bit PCM."""
 
@@ -117,14 +122,13 @@ class _AudioTrack:
         result = {}
         for rate in self.pyav_rates:
             planar = channels(rate)
-            samples = np.zeros(0, np.float32) if planar is None else planar.astype(np.float32, copy=False).mean(axis=0)
-            result[AudioFormat(rate)] = samples
+            result[AudioFormat(rate)] = np.zeros(0, np.float32) if planar is None else _channel_mean(planar.astype(np.float32, copy=False))
         if self.wants_pcm16:
             import librosa
 
             pcm16 = channels("pcm16")
             # soundfile reads 16-bit PCM as x / 32768; librosa.load then averages the channels and resamples.
-            native = None if pcm16 is None else librosa.to_mono(pcm16.astype(np.float32) / np.float32(32768))
+            native = None if pcm16 is None else _channel_mean(pcm16.astype(np.float32) / np.float32(32768))
             for audio_format in self.formats:
                 if audio_format.decode == "mmsa-fet":
                     result[audio_format] = np.zeros(0, np.float32) if native is None else librosa.resample(
