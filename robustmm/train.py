@@ -317,8 +317,8 @@ def claim_run_dir(run_dir: Path, fingerprint: dict, overwrite: bool) -> None:
         differences = []
     if differences and not overwrite:
         raise RunMismatchError(
-            f"{run_dir}: holds another run, so it is neither resumed nor reused: " + "; ".join(differences)
-            + "; choose another output folder, or overwrite it (--overwrite, sweep setting overwrite: true)"
+            f"{run_dir}: holds a different run, so it is not reused or resumed: " + "; ".join(differences)
+            + "; choose another output folder, or train afresh in it with --overwrite (sweep setting overwrite: true)"
         )
     for name in RUN_FILES if differences else ():
         (run_dir / name).unlink(missing_ok=True)
