@@ -137,3 +137,25 @@ def test_custom_dataset_with_its_metric_family_and_label_range(tmp_path, capsys)
         robustmm.sweep(path, "avec2019", metric_family="avec", out=tmp_path / "no", **FAST)
     with pytest.raises(ValueError, match="unknown metric family 'imdb'"):
         robustmm.sweep(path, "custom", metric_family="imdb", label_range=(0, 24), out=tmp_path / "no", **FAST)
+
+
+def test_close_rates_get_their_own_runs_and_a_changed_sweep_is_refused_or_overwritten(feature_file, tmp_path, capsys):
+    out = tmp_path / "close"
+    flat = robustmm.sweep(feature_file, "sims", rates=[0.0, 0.001, 0.004], seeds=[111], out=out, **{**FAST, "epochs": 1})
+    assert sorted(path.name for path in (out / "runs").iterdir()) == [
+        "rate_0.001_seed_111", "rate_0.004_seed_111", "rate_0.0_seed_111"]
+    assert {"rate_0.0/MAE_mean", "rate_0.001/MAE_mean", "rate_0.004/MAE_mean"} <= set(flat)
+    assert len(pd.read_csv(out / "results.csv")) == 3
+
+    flags = ["sweep", "--data", str(feature_file), "--dataset", "sims", "--rates", "0,0.001,0.004", "--seeds", "111",
+             "--out", str(out), "--epochs", "2", "--text-mode", "frozen", "--text-encoder", OFFLINE_ENCODER,
+             "--device", "cpu", "--no-progress"]
+    assert main(flags) == 2
+    error = capsys.readouterr().err
+    assert f"{out / 'runs' / 'rate_0.0_seed_111'}: holds a different run" in error
+    assert "setting max_epochs: 1 recorded, 2 now" in error and "--overwrite" in error
+    assert main([*flags, "--overwrite"]) == 0
+    assert all(json.loads(path.read_text())["settings"]["max_epochs"] == 2 for path in (out / "runs").glob("*/run.json"))
+
+    with pytest.raises(ValueError, match="rate 0.5 listed twice"):
+        robustmm.sweep(feature_file, "sims", rates=[0.5, 0.5], seeds=[111], out=tmp_path / "twice", **FAST)
