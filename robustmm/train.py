@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
+import pickle
 import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import hashlib
-import pickle
 
 import numpy as np
 import torch
@@ -320,8 +319,9 @@ def claim_run_dir(run_dir: Path, fingerprint: dict, overwrite: bool) -> None:
             f"{run_dir}: holds a different run, so it is not reused or resumed: " + "; ".join(differences)
             + "; choose another output folder, or train afresh in it with --overwrite (sweep setting overwrite: true)"
         )
-    for name in RUN_FILES if differences else ():
-        (run_dir / name).unlink(missing_ok=True)
+    if differences:
+        for name in RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
     if not record.exists():
         with feature_data.atomic_write(record) as file:
             file.write(json.dumps(fingerprint, indent=2).encode())
