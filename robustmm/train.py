@@ -29,6 +29,7 @@ from robustmm import __version__
 from robustmm import data as feature_data
 from robustmm import metrics
 from robustmm.device import resolve_device
+from robustmm.errors import UserError
 from robustmm.missing import simulate_missing
 from robustmm.models.tfr_net import TEXT_MODES, TFRNet
 from robustmm.presets import Preset, custom_preset, get_preset
@@ -241,11 +242,11 @@ NOT_OF_ONE_RUN = ("notes", "missing_rates", "seeds")
 RUN_FILES = ("run.json", "result.json", "last.pt", "best.pt", "text_features.npz")
 
 
-class RunMismatchError(ValueError):
+class RunMismatchError(UserError):
     """A run folder made with other data, settings or robustmm version than the run asked for."""
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be read, or holds more than tensors and plain data."""
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import robustmm
 from robustmm import data as feature_data
 from robustmm import train as training
 from robustmm.cli import main
@@ -271,11 +272,15 @@ def test_splits_too_small_to_train_on_are_refused_before_training(tmp_path, size
 
 
 def test_zero_epochs_or_batch_size_are_refused(feature_file, tmp_path, capsys):
+    # Once `epochs or the preset's` trained the preset's 40 epochs for 0: the Python API and the command refuse it.
     for name in ("max_epochs", "batch_size"):
         with pytest.raises(ValueError, match=f"{name} 0: expected a whole number of at least 1"):
             RunConfig(dataset="mosi", **{name: 0})
+    with pytest.raises(ValueError, match="max_epochs 0"):
+        robustmm.sweep(feature_file, "mosi", rates=[0.0], seeds=[1], epochs=0, out=tmp_path / "run",
+                       text_mode="frozen", text_encoder=OFFLINE_ENCODER, device="cpu", progress=False)
     for flag in ("--epochs", "--batch-size"):
         code = main(["train", "--data", str(feature_file), "--dataset", "mosi", "--out", str(tmp_path / "run"), flag, "0",
                      "--text-mode", "frozen", "--text-encoder", OFFLINE_ENCODER, "--device", "cpu", "--no-progress"])
-        assert code == 2 and "0: expected a whole number of at least 1" in capsys.readouterr().err
+        assert code == 2 and f"{flag}: 0 is not allowed" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
