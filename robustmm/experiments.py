@@ -1,8 +1,9 @@
 """The missing-rate sweep: one TFR-Net trained and tested per (rate, seed), then mean/std per rate and AUILC.
 
-Outputs in `out`: `runs/rate_<r>_seed_<s>/` (checkpoint and result.json of each run), `results.csv` (one row
-per run), `metrics.json` (flat keys for `dvc metrics show`), `robustness.csv` (metric mean/std vs rate, for
-`dvc plots show`) and `robustness.png`. Finished runs are skipped, so an interrupted sweep continues.
+Outputs in `out`: `runs/rate_<r>_seed_<s>/` (fingerprint, checkpoint and result.json of each run), `results.csv`
+(one row per run), `metrics.json` (flat keys for `dvc metrics show`), `robustness.csv` (metric mean/std vs
+rate, for `dvc plots show`) and `robustness.png`. Finished runs of the same fingerprint are reused and
+unfinished ones resumed, so an interrupted sweep continues.
 """
 
 from __future__ import annotations
@@ -18,13 +19,18 @@ from robustmm import metrics, report
 from robustmm.device import resolve_device
 from robustmm.models.tfr_net import TEXT_MODES
 from robustmm.settings import SweepCommandSettings, TrainCommandSettings, load_command_settings
-from robustmm.train import TEXT_TARGETS, RunConfig, evaluate_checkpoint, load_features, train
+from robustmm.train import TEXT_TARGETS, RunConfig, data_sha256, evaluate_checkpoint, load_features, train
 
 MODEL_NAMES = ("tfr_net",)
 
 
+def rate_name(rate: float) -> str:
+    """`rate_0.001`: the shortest text that reads back as the same float, so distinct rates never share a name."""
+    return f"rate_{float(rate)!r}"
+
+
 def run_dir_name(rate: float, seed: int) -> str:
-    return f"rate_{rate:.2f}_seed_{seed}"
+    return f"{rate_name(rate)}_seed_{seed}"
 
 
 def sweep(
@@ -47,13 +53,15 @@ def sweep(
     progress: bool = True,
     metric_family: str | None = None,
     label_range: tuple[float, float] | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Train and test one model per (rate, seed) on the feature file `data`; returns the metrics.json dict.
 
     `rates` and `seeds` default to the preset's protocol; `epochs` caps the epochs (default: the preset's cap,
-    with early stopping); `model_dir` holds the per-run checkpoints (default `out/runs`); `keep_models=False`
+    with early stopping); `model_dir` holds the per-run folders (default `out/runs`); `keep_models=False`
     deletes each run's checkpoint once it is tested. `metric_family` and `label_range` describe a `custom`
-    dataset (default mosi metrics, labels in (-3, 3))."""
+    dataset (default mosi metrics, labels in (-3, 3)). A run folder made with other data, settings or
+    robustmm version is an error, or with `overwrite` trained afresh."""
     from robustmm.text_encoder import TextEncoder
 
     loaded, preset = load_features(data, dataset, metric_family, label_range)
@@ -61,10 +69,15 @@ def sweep(
     seeds = [int(seed) for seed in (preset.seeds if seeds is None else seeds)]
     if not rates or not seeds:
         raise ValueError("a sweep needs at least one rate and one seed")
+    for name, values in (("rate", rates), ("seed", seeds)):
+        repeated = sorted({value for value in values if values.count(value) > 1})
+        if repeated:
+            raise ValueError(f"{name} {', '.join(map(str, repeated))} listed twice: each run would count twice in the mean")
     out = Path(out)
     model_dir = Path(model_dir) if model_dir is not None else out / "runs"
     encoder = TextEncoder(text_encoder or preset.text_encoder, device=resolve_device(device), load_weights=text_mode == "frozen")
     complete_cache: dict = {}
+    data_hash = data_sha256(loaded)
     rows = []
     for rate in rates:
         for seed in seeds:
@@ -75,7 +88,7 @@ def sweep(
                 label_range=None if label_range is None else tuple(label_range),
             )
             run_dir = model_dir / run_dir_name(rate, seed)
-            result = train(loaded, preset, config, run_dir, encoder, complete_cache)
+            result = train(loaded, preset, config, run_dir, encoder, complete_cache, data_hash=data_hash, overwrite=overwrite)
             if not keep_models:
                 (run_dir / "best.pt").unlink(missing_ok=True)
             rows.append({"rate": rate, "seed": seed, "epochs": result["epochs"], "best_epoch": result["best_epoch"],
@@ -98,7 +111,7 @@ def write_outputs(rows: list[dict], out: Path, key_metrics: tuple[str, ...]) -> 
     pd.DataFrame(columns).to_csv(out / "robustness.csv", index=False)
 
     flat = {
-        f"rate_{rate:.2f}/{name}_{statistic}": getattr(curve, statistic)[index]
+        f"{rate_name(rate)}/{name}_{statistic}": getattr(curve, statistic)[index]
         for name, curve in by_metric.items()
         for index, rate in enumerate(rates)
         for statistic in ("mean", "std")
@@ -162,6 +175,8 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metric-family", choices=metrics.FAMILIES, help="--dataset custom: metrics of mosi (default), sims or avec")
     parser.add_argument("--label-range", type=_label_range, metavar="LOW,HIGH",
                         help="--dataset custom: the labels' scale, checked against the file (default -3,3)")
+    parser.add_argument("--overwrite", action="store_true", default=None,
+                        help="train afresh in a run folder made with other data, settings or robustmm version (default: refuse)")
 
 
 MODEL_FLAGS = ("text_mode", "text_encoder", "text_target", "simam", "faithful", "device", "amp", "epochs", "batch_size",
@@ -178,7 +193,7 @@ def _flags(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, tuple[
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    names = (*MODEL_FLAGS, "rates", "seeds", "out", "model_dir", "keep_models", "torch_threads")
+    names = (*MODEL_FLAGS, "rates", "seeds", "out", "model_dir", "keep_models", "torch_threads", "overwrite")
     settings = load_command_settings(SweepCommandSettings, args.config, args.section, _flags(args, names))
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
@@ -193,7 +208,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from robustmm.text_encoder import TextEncoder
 
-    settings = load_command_settings(TrainCommandSettings, None, "", _flags(args, (*MODEL_FLAGS, "rate", "seed", "out")))
+    settings = load_command_settings(TrainCommandSettings, None, "", _flags(args, (*MODEL_FLAGS, "rate", "seed", "out", "overwrite")))
     loaded, preset = load_features(args.data, args.dataset, settings.metric_family, settings.label_range)
     encoder = TextEncoder(settings.text_encoder or preset.text_encoder, device=resolve_device(settings.device),
                           load_weights=settings.text_mode == "frozen")
@@ -203,7 +218,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=settings.device, amp=settings.amp, max_epochs=settings.epochs, batch_size=settings.batch_size,
         progress=settings.progress, metric_family=settings.metric_family, label_range=settings.label_range,
     )
-    result = train(loaded, preset, config, settings.out, encoder)
+    result = train(loaded, preset, config, settings.out, encoder, overwrite=settings.overwrite)
     print(json.dumps({"rate": result["rate"], "seed": result["seed"], "best_epoch": result["best_epoch"], **result["test"]}, indent=2))
     return 0
 

@@ -527,6 +527,7 @@ class SweepSettings(ModelSettings):
     rates: list[float] | None = setting(Optional(ListOf(RATE, 1, distinct=True)), None)
     seeds: list[int] | None = setting(Optional(ListOf(SEED, 1, distinct=True)), None)
     torch_threads: int | None = setting(Optional(POSITIVE), None)
+    overwrite: bool = setting(Boolean(), False)
 
     def sweep_arguments(self) -> dict:
         """The keyword arguments for robustmm.experiments.sweep (torch_threads is applied by the caller)."""
@@ -576,6 +577,7 @@ class TrainCommandSettings(ModelSettings):
     seed: int = setting(SEED, 1111)
     text_encoder: str | None = setting(Optional(Text("a model name or folder")), None)
     out: str = setting(PATH, "results/train")
+    overwrite: bool = setting(Boolean(), False)
 
 
 @dataclass(frozen=True, kw_only=True)
