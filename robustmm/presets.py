@@ -139,7 +139,7 @@ def check_tfr_net_overrides(overrides: Mapping[str, object], where: str = "tfr_n
     checked = {}
     for name, value in overrides.items():
         if name not in fields:
-            close = difflib.get_close_matches(name, fields, n=1) or ([UPSTREAM_NAMES[name]] if name in UPSTREAM_NAMES else [])
+            close = [UPSTREAM_NAMES[name]] if name in UPSTREAM_NAMES else difflib.get_close_matches(name, fields, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise ValueError(f"{where}: unknown TFR-Net setting {name!r}{hint}; known: {', '.join(fields)}")
         default = getattr(defaults, name)

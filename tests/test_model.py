@@ -256,3 +256,31 @@ def test_activation_checkpointing_gives_the_same_outputs_and_gradients(monkeypat
     torch.testing.assert_close(checkpointed_loss, plain_loss)
     for name, grad in plain_grads.items():
         torch.testing.assert_close(checkpointed_grads[name], grad, msg=name)
+
+
+@pytest.mark.parametrize("faithful", [False, True])
+@pytest.mark.parametrize("use_simam", [False, True])
+def test_predictions_never_read_the_keep_masks(faithful, use_simam):
+    # The simulator's keep masks say which steps were dropped, which a deployed model cannot know: only the
+    # reconstruction loss may read them.
+    batch = make_batch((8, 20, 12), (TEXT_DIM, 5, 20))
+    other = dict(batch)
+    for name in ("text", "audio", "vision"):
+        other[f"{name}_keep"] = 1 - batch[f"{name}_keep"]
+    model = frozen_model(faithful=faithful, simam=use_simam)
+    for training in (False, True):
+        model.train(training)
+        outputs = []
+        for keep_masks in (batch, other):
+            torch.manual_seed(3)  # the same dropout in train mode
+            outputs.append(model(keep_masks, with_reconstruction=True))
+        torch.testing.assert_close(outputs[0]["prediction"], outputs[1]["prediction"], rtol=0, atol=0)
+        assert not torch.allclose(outputs[0]["recon_loss"], outputs[1]["recon_loss"])  # the loss does read them
+
+
+def test_simam_gates_every_valid_step_and_passes_padding():
+    x = torch.randn(1, 5, 2)
+    valid = torch.tensor([[1, 1, 1, 0, 0]])
+    out = simam(x, valid)
+    assert not torch.equal(out[0, :3], x[0, :3])
+    torch.testing.assert_close(out[0, 3:], x[0, 3:])
