@@ -152,11 +152,15 @@ def override_tfr_net(params: TFRNetParams, overrides: Mapping[str, object], wher
     return dataclasses.replace(params, **check_tfr_net_overrides(overrides, where))
 
 
-def upstream_tfr_net(dataset: str, source: str | None) -> tuple[TFRNetParams, str]:
-    """(settings, source) of `dataset` (mosi, mosei, sims) from `source` (None: the dataset's default source)."""
+def check_preset_source(source: str | None) -> str | None:
     if source is not None and source not in PRESET_SOURCES:
         raise ValueError(f"unknown preset source {source!r}: choose one of {', '.join(PRESET_SOURCES)}")
-    source = source or DEFAULT_SOURCES[dataset]
+    return source
+
+
+def upstream_tfr_net(dataset: str, source: str | None) -> tuple[TFRNetParams, str]:
+    """(settings, source) of `dataset` (mosi, mosei, sims) from `source` (None: the dataset's default source)."""
+    source = check_preset_source(source) or DEFAULT_SOURCES[dataset]
     by_source = UPSTREAM_TFR_NET[dataset]
     if source not in by_source:
         raise ValueError(f"{source} has no TFR-Net configuration for {dataset}: choose one of {', '.join(by_source)}")

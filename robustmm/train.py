@@ -27,7 +27,7 @@ from robustmm import metrics
 from robustmm.device import resolve_device
 from robustmm.missing import PROTOCOL_MISSING_SEEDS, check_missing_seeds, mask_seeds, simulate_missing
 from robustmm.models.tfr_net import TEXT_MODES, TFRNet
-from robustmm.presets import PRESET_SOURCES, Preset, check_tfr_net_overrides, custom_preset, get_preset, override_tfr_net
+from robustmm.presets import Preset, check_preset_source, check_tfr_net_overrides, custom_preset, get_preset, override_tfr_net
 
 TEXT_TARGETS = ("encoder", "file")
 
@@ -58,8 +58,7 @@ class RunConfig:
 
     def __post_init__(self):
         self.missing_seeds = check_missing_seeds(self.missing_seeds)
-        if self.preset_source is not None and self.preset_source not in PRESET_SOURCES:
-            raise ValueError(f"unknown preset source {self.preset_source!r}: choose one of {', '.join(PRESET_SOURCES)}")
+        check_preset_source(self.preset_source)
         self.tfr_net = check_tfr_net_overrides(self.tfr_net) if self.tfr_net else None
         if self.text_mode not in TEXT_MODES:
             raise ValueError(f"unknown text mode {self.text_mode!r}: choose one of {', '.join(TEXT_MODES)}")
