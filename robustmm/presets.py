@@ -109,10 +109,12 @@ def _coerce(name: str, value: object, default: object, where: str) -> object:
     def number(raw, kind):
         if isinstance(raw, bool):
             raise ValueError
-        converted = kind(float(raw)) if kind is float else int(str(raw)) if isinstance(raw, str) else int(raw)
-        if kind is int and float(raw) != converted:
+        converted = float(raw)
+        if kind is float:
+            return converted
+        if not converted.is_integer():
             raise ValueError
-        return converted
+        return int(converted)
 
     try:
         if isinstance(default, tuple):
