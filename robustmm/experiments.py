@@ -1,14 +1,16 @@
 """The missing-rate sweep: one TFR-Net trained and tested per (rate, seed), then mean/std per rate and AUILC.
 
 Outputs in `out`: `runs/rate_<r>_seed_<s>/` (fingerprint, checkpoint and result.json of each run), `results.csv`
-(one row per run), `metrics.json` (flat keys for `dvc metrics show`), `robustness.csv` (metric mean/std vs
-rate, for `dvc plots show`) and `robustness.png`. Finished runs of the same fingerprint are reused and
-unfinished ones resumed, so an interrupted sweep continues.
+(one row per run), `metrics.json` (flat numeric keys for `dvc metrics show`: per rate, AUILC over the grid and
+the mean over rates 0..0.9), `run_info.json` (which mode, preset source, settings and protocol produced them),
+`robustness.csv` (metric mean/std vs rate, for `dvc plots show`) and `robustness.png`. Finished runs of the
+same fingerprint are reused and unfinished ones resumed, so an interrupted sweep continues.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -17,7 +19,9 @@ import torch
 
 from robustmm import metrics, report
 from robustmm.device import resolve_device
+from robustmm.missing import PER_TRAINING_SEED, PROTOCOL_MISSING_SEEDS, check_missing_seeds
 from robustmm.models.tfr_net import TEXT_MODES
+from robustmm.presets import PRESET_SOURCES, Preset, check_tfr_net_overrides
 from robustmm.settings import SweepCommandSettings, TrainCommandSettings, load_command_settings
 from robustmm.train import TEXT_TARGETS, RunConfig, data_sha256, evaluate_checkpoint, load_features, train
 
@@ -54,17 +58,25 @@ def sweep(
     metric_family: str | None = None,
     label_range: tuple[float, float] | None = None,
     overwrite: bool = False,
+    missing_seeds: tuple[int, int, int] | str = PROTOCOL_MISSING_SEEDS,
+    preset_source: str | None = None,
+    tfr_net: dict | None = None,
 ) -> dict:
     """Train and test one model per (rate, seed) on the feature file `data`; returns the metrics.json dict.
 
-    `rates` and `seeds` default to the preset's protocol; `epochs` caps the epochs (default: the preset's cap,
-    with early stopping); `model_dir` holds the per-run folders (default `out/runs`); `keep_models=False`
-    deletes each run's checkpoint once it is tested. `metric_family` and `label_range` describe a `custom`
-    dataset (default mosi metrics, labels in (-3, 3)). A run folder made with other data, settings or
-    robustmm version is an error, or with `overwrite` trained afresh."""
+    `rates` and `seeds` (training seeds) default to the preset's protocol; `missing_seeds` are the (text,
+    audio, vision) seeds of the masks, the same for every training seed (or "per_training_seed");
+    `preset_source` picks the upstream TFR-Net configuration ("tfr-net", "mmsa", "emt-dlfr"; None: the
+    preset's default) and `tfr_net` changes single settings by name. `epochs` caps the epochs (default: the
+    preset's, with early stopping); `model_dir` holds the per-run folders (default `out/runs`);
+    `keep_models=False` deletes each run's checkpoint once it is tested. `metric_family` and `label_range`
+    describe a `custom` dataset (default mosi metrics, labels in (-3, 3)). A run folder made with other data,
+    settings or robustmm version is an error, or with `overwrite` trained afresh."""
     from robustmm.text_encoder import TextEncoder
 
-    loaded, preset = load_features(data, dataset, metric_family, label_range)
+    missing_seeds = check_missing_seeds(missing_seeds)
+    tfr_net = check_tfr_net_overrides(tfr_net) if tfr_net else None
+    loaded, preset = load_features(data, dataset, metric_family, label_range, preset_source, tfr_net)
     rates = sorted(float(rate) for rate in (preset.missing_rates if rates is None else rates))
     seeds = [int(seed) for seed in (preset.seeds if seeds is None else seeds)]
     if not rates or not seeds:
@@ -85,7 +97,8 @@ def sweep(
                 dataset=dataset, rate=rate, seed=seed, text_mode=text_mode, text_encoder=encoder.name,
                 text_target=text_target, simam=simam, faithful=faithful, device=device, amp=amp,
                 max_epochs=epochs, batch_size=batch_size, progress=progress, metric_family=metric_family,
-                label_range=None if label_range is None else tuple(label_range),
+                label_range=None if label_range is None else tuple(label_range), missing_seeds=missing_seeds,
+                preset_source=preset_source, tfr_net=tfr_net,
             )
             run_dir = model_dir / run_dir_name(rate, seed)
             result = train(loaded, preset, config, run_dir, encoder, complete_cache, data_hash=data_hash, overwrite=overwrite)
@@ -93,11 +106,34 @@ def sweep(
                 (run_dir / "best.pt").unlink(missing_ok=True)
             rows.append({"rate": rate, "seed": seed, "epochs": result["epochs"], "best_epoch": result["best_epoch"],
                          "train_seconds": result["train_seconds"], **result["test"]})
-    return write_outputs(rows, out, preset.key_metrics)
+    return write_outputs(rows, out, preset.key_metrics, run_info(preset, config, seeds))
 
 
-def write_outputs(rows: list[dict], out: Path, key_metrics: tuple[str, ...]) -> dict:
-    """results.csv (the rows), robustness.csv and metrics.json (mean/std per rate, AUILC), robustness.png."""
+def run_info(preset: Preset, config: RunConfig, seeds: list[int]) -> dict:
+    """What produced a sweep's numbers: model mode, TFR-Net settings and their source, the missing protocol."""
+    return {
+        "dataset": preset.name,
+        "mode": "faithful" if config.faithful else "corrected",
+        "simam": config.simam,
+        "text_mode": config.text_mode,
+        "text_encoder": config.text_encoder,
+        "preset_source": preset.preset_source,
+        "tfr_net_overrides": config.tfr_net or {},
+        "tfr_net": dataclasses.asdict(preset.tfr_net),
+        "protocol": {
+            "masks": ("drawn with each training seed for all three modalities" if config.missing_seeds == PER_TRAINING_SEED
+                      else "fixed per modality, the same for every training seed"),
+            "missing_seeds": config.missing_seeds if config.missing_seeds == PER_TRAINING_SEED else list(config.missing_seeds),
+            "training_seeds": seeds,
+            "auilc": report.AUILC_PROTOCOL,
+            report.MEAN_KEY: report.MEAN_PROTOCOL,
+        },
+    }
+
+
+def write_outputs(rows: list[dict], out: Path, key_metrics: tuple[str, ...], info: dict | None = None) -> dict:
+    """results.csv (the rows), robustness.csv, metrics.json (mean/std per rate, AUILC, mean over rates 0..0.9),
+    run_info.json (`info`, with the rates swept and those the mean covers), robustness.png."""
     import pandas as pd
 
     out.mkdir(parents=True, exist_ok=True)
@@ -118,9 +154,15 @@ def write_outputs(rows: list[dict], out: Path, key_metrics: tuple[str, ...]) -> 
     }
     if len(rates) > 1:
         flat.update({f"auilc/{name}": curve.auilc for name, curve in by_metric.items()})
+    mean_rates = report.mean_rates(rates)
+    if mean_rates:
+        flat.update({f"{report.MEAN_KEY}/{name}": report.mean_over_rates(curve) for name, curve in by_metric.items()})
     # NaN (e.g. Corr of constant predictions) is not JSON: DVC and strict parsers need null.
     flat = {key: None if math.isnan(value) else value for key, value in flat.items()}
     (out / "metrics.json").write_text(json.dumps(flat, indent=2, sort_keys=True, allow_nan=False))
+    if info is not None:
+        info = {**info, "protocol": {**info["protocol"], "rates": list(rates), f"{report.MEAN_KEY}_rates": list(mean_rates)}}
+        (out / report.RUN_INFO).write_text(json.dumps(info, indent=2, sort_keys=True))
     report.plot({out.name: {name: by_metric[name] for name in key_metrics if name in by_metric}}, out / "robustness.png")
     return flat
 
@@ -150,6 +192,20 @@ def _ints(text: str) -> list[int]:
     return [int(value) for value in text.split(",") if value.strip()]
 
 
+def _missing_seeds(text: str) -> tuple[int, int, int] | str:
+    try:
+        return check_missing_seeds(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _setting(text: str) -> tuple[str, str]:
+    name, equals, value = text.partition("=")
+    if not equals or not name.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE, e.g. learning_rate_other=1e-3")
+    return name.strip(), value.strip()
+
+
 def _label_range(text: str) -> tuple[float, float]:
     values = _floats(text)
     if len(values) != 2:
@@ -177,18 +233,27 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
                         help="--dataset custom: the labels' scale, checked against the file (default -3,3)")
     parser.add_argument("--overwrite", action="store_true", default=None,
                         help="train afresh in a run folder made with other data, settings or robustmm version (default: refuse)")
+    parser.add_argument("--missing-seeds", metavar="T,A,V",
+                        help=f"seeds of the text,audio,vision masks, the same for every training seed (default "
+                             f"111,1111,11111; MMSA: 1111,1111,1111), or {PER_TRAINING_SEED}")
+    parser.add_argument("--preset-source", choices=PRESET_SOURCES,
+                        help="upstream configuration of the TFR-Net settings (default: the preset's; docs/training.md)")
+    parser.add_argument("--set", dest="tfr_net", type=_setting, action="append", metavar="NAME=VALUE",
+                        help="change one TFR-Net setting, e.g. learning_rate_other=1e-3 or recon_weights=1,1,1 (repeatable)")
 
 
 MODEL_FLAGS = ("text_mode", "text_encoder", "text_target", "simam", "faithful", "device", "amp", "epochs", "batch_size",
-               "metric_family", "label_range")
+               "metric_family", "label_range", "missing_seeds", "preset_source")
 
 
 def _flags(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, tuple[str, object]]:
-    """The settings given as flags: {key: (flag, value)}, value None when the flag was not given."""
+    """The settings given as flags: {key: (flag, value)}, value None when the flag was not given. Each --set
+    NAME=VALUE is the key tfr_net.NAME, so that it changes one entry of a config section's `tfr_net`."""
     flags = {name: ("--" + name.replace("_", "-"), getattr(args, name)) for name in names}
     flags["progress"] = ("--no-progress", args.progress)
     if "keep_models" in names:
         flags["keep_models"] = ("--no-keep-models", args.keep_models)
+    flags.update({f"tfr_net.{name}": ("--set", value) for name, value in args.tfr_net or []})
     return flags
 
 
@@ -199,7 +264,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         torch.set_num_threads(settings.torch_threads)
     flat = sweep(args.data, args.dataset, **settings.sweep_arguments())
     for key in sorted(flat):
-        if key.startswith("auilc/"):
+        if key.startswith(("auilc/", f"{report.MEAN_KEY}/")) and flat[key] is not None:
             print(f"{key}: {flat[key]:.4f}")
     print(f"wrote {Path(settings.out) / 'results.csv'}, metrics.json, robustness.csv, robustness.png")
     return 0
@@ -209,7 +274,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from robustmm.text_encoder import TextEncoder
 
     settings = load_command_settings(TrainCommandSettings, None, "", _flags(args, (*MODEL_FLAGS, "rate", "seed", "out", "overwrite")))
-    loaded, preset = load_features(args.data, args.dataset, settings.metric_family, settings.label_range)
+    loaded, preset = load_features(args.data, args.dataset, settings.metric_family, settings.label_range,
+                                   settings.preset_source, settings.tfr_net)
     encoder = TextEncoder(settings.text_encoder or preset.text_encoder, device=resolve_device(settings.device),
                           load_weights=settings.text_mode == "frozen")
     config = RunConfig(
@@ -217,6 +283,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         text_encoder=encoder.name, text_target=settings.text_target, simam=settings.simam, faithful=settings.faithful,
         device=settings.device, amp=settings.amp, max_epochs=settings.epochs, batch_size=settings.batch_size,
         progress=settings.progress, metric_family=settings.metric_family, label_range=settings.label_range,
+        missing_seeds=settings.missing_seeds, preset_source=settings.preset_source, tfr_net=settings.tfr_net,
     )
     result = train(loaded, preset, config, settings.out, encoder, overwrite=settings.overwrite)
     print(json.dumps({"rate": result["rate"], "seed": result["seed"], "best_epoch": result["best_epoch"], **result["test"]}, indent=2))
@@ -224,7 +291,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    result = evaluate_checkpoint(args.checkpoint, args.data, rate=args.rate, seed=args.seed, split=args.split, device=args.device)
+    result = evaluate_checkpoint(args.checkpoint, args.data, rate=args.rate, missing_seeds=args.missing_seeds,
+                                 split=args.split, device=args.device)
     text = json.dumps(result, indent=2)
     if args.output:
         Path(args.output).write_text(text)
@@ -236,14 +304,14 @@ def register(commands) -> None:
     train_parser = commands.add_parser("train", help="train and test TFR-Net at one missing rate and seed")
     _add_model_flags(train_parser)
     train_parser.add_argument("--rate", type=float, help="missing rate of every modality and split (default 0)")
-    train_parser.add_argument("--seed", type=int, help="training and mask seed (default 1111)")
+    train_parser.add_argument("--seed", type=int, help="training seed: init, dropout, shuffling (default 1111)")
     train_parser.add_argument("--out", help="run folder (checkpoints, result.json; default results/train); resumes if interrupted")
     train_parser.set_defaults(handler=cmd_train)
 
     sweep_parser = commands.add_parser("sweep", help="train and test one model per (missing rate, seed); table, metrics, figure")
     _add_model_flags(sweep_parser)
     sweep_parser.add_argument("--rates", type=_floats, help="comma-separated, e.g. 0,0.5 (default: the preset's grid)")
-    sweep_parser.add_argument("--seeds", type=_ints, help="comma-separated (default: 111,1111,11111)")
+    sweep_parser.add_argument("--seeds", type=_ints, help="training seeds, comma-separated (default: 111,1111,11111)")
     sweep_parser.add_argument("--out", help="output folder (default results/sweep)")
     sweep_parser.add_argument("--model-dir", help="checkpoint folder (default: OUT/runs)")
     sweep_parser.add_argument("--no-keep-models", dest="keep_models", action="store_false", default=None,
@@ -257,7 +325,8 @@ def register(commands) -> None:
     evaluate_parser.add_argument("checkpoint", help="a run's best.pt")
     evaluate_parser.add_argument("--data", required=True, help="the .pkl feature file")
     evaluate_parser.add_argument("--rate", type=float, default=None, help="missing rate (default: the run's)")
-    evaluate_parser.add_argument("--seed", type=int, default=None, help="mask seed (default: the run's)")
+    evaluate_parser.add_argument("--missing-seeds", type=_missing_seeds, default=None, metavar="T,A,V",
+                                 help=f"seeds of the text,audio,vision masks or {PER_TRAINING_SEED} (default: the run's)")
     evaluate_parser.add_argument("--split", default="test", help="train, valid or test")
     evaluate_parser.add_argument("--device", default="auto")
     evaluate_parser.add_argument("--output", default=None, help="also write the metrics JSON here")

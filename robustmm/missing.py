@@ -1,14 +1,47 @@
 """Random modality feature missing (RMFM), the protocol of TFR-Net and EMT-DLFR (SPEC section 5).
 
 One mask per split and modality, drawn as `np.random.seed(seed); uniform(N, L) > rate` so that masks match
-the published protocol bit for bit, without touching numpy's global random state.
+the published protocol bit for bit, without touching numpy's global random state. The seeds are the
+protocol's missing seeds, one per modality and independent of the training seed (`mask_seeds`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 UNK_ID = 100
+# Text, audio, vision: the missing seeds of the TFR-Net and EMT-DLFR configurations (MMSA: 1111 for all three).
+PROTOCOL_MISSING_SEEDS = (111, 1111, 11111)
+# `missing_seeds` value that draws the masks of all three modalities with the run's training seed instead.
+PER_TRAINING_SEED = "per_training_seed"
+
+
+def check_missing_seeds(value: object) -> tuple[int, int, int] | str:
+    """`missing_seeds` as a (text, audio, vision) tuple of ints, or PER_TRAINING_SEED; ValueError otherwise."""
+    if value == PER_TRAINING_SEED:
+        return PER_TRAINING_SEED
+    if isinstance(value, str):
+        value = value.split(",")
+    if isinstance(value, Sequence) and len(value) == 3:
+        try:
+            seeds = tuple(int(seed) for seed in value)
+        except (TypeError, ValueError):
+            seeds = None
+        if seeds is not None and all(seed >= 0 and float(raw) == seed for seed, raw in zip(seeds, value)):
+            return seeds
+    raise ValueError(
+        f"missing_seeds {value!r}: expected three non-negative integers (text, audio, vision), "
+        f"e.g. 111,1111,11111, or {PER_TRAINING_SEED!r}"
+    )
+
+
+def mask_seeds(missing_seeds: tuple[int, int, int] | str, training_seed: int) -> tuple[int, int, int]:
+    """The (text, audio, vision) seeds the masks are drawn with: the fixed missing seeds, or the training seed."""
+    if missing_seeds == PER_TRAINING_SEED:
+        return (training_seed, training_seed, training_seed)
+    return tuple(missing_seeds)
 
 
 def valid_mask(lengths: np.ndarray, max_len: int) -> np.ndarray:

@@ -1,12 +1,15 @@
 """Robustness curves (mean and std over seeds per rate, AUILC), their figure, and the report across datasets.
 
 Each sweep writes one row per (missing rate, seed) with the metrics of that run; the report aggregates
-over seeds (mean and population std, as MMSA) and integrates each metric over the rates (AUILC).
+over seeds (mean and population std, as MMSA) and summarises each metric over the rates in two ways, both
+from the same models: the AUILC over the whole grid (the TFR-Net / EMT-DLFR protocol) and the plain mean
+over the rates 0..0.9 (the figure LNLN-style papers print).
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +20,11 @@ from robustmm import metrics as metric_functions
 
 RATE_COLUMN = "rate"
 SEED_COLUMN = "seed"
+RUN_INFO = "run_info.json"  # beside results.csv: mode, preset source, settings and protocol of the sweep
+MEAN_KEY = "mean_0_0.9"  # metrics.json prefix of the mean over rates 0..0.9
+MEAN_LAST_RATE = 0.9
+AUILC_PROTOCOL = "TFR-Net/EMT-DLFR: trapezoid area of the metric over all rates swept, r = 0 included"
+MEAN_PROTOCOL = "LNLN-style: plain mean of the metric over the swept rates from 0 to 0.9"
 
 
 @dataclass(frozen=True)
@@ -27,6 +35,28 @@ class Curve:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     auilc: float
+
+
+def mean_rates(rates) -> tuple[float, ...]:
+    """The swept rates that the mean over 0..0.9 covers."""
+    return tuple(rate for rate in rates if rate <= MEAN_LAST_RATE + 1e-9)
+
+
+def mean_over_rates(curve: Curve) -> float:
+    """The LNLN-style figure: the metric's mean over seeds, averaged over the rates 0..0.9 of the curve."""
+    values = [mean for rate, mean in zip(curve.rates, curve.mean) if rate <= MEAN_LAST_RATE + 1e-9]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def read_run_info(results_table: str | Path) -> dict | None:
+    """The run_info.json beside a sweep's results.csv, or None when there is none (e.g. an older sweep)."""
+    path = Path(results_table).parent / RUN_INFO
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
 
 
 def read_runs(path: str | Path) -> list[dict[str, float]]:
@@ -77,15 +107,40 @@ def shown(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.4f}"
 
 
-def summary_table(results: dict[str, dict[str, Curve]]) -> str:
-    """Markdown: per dataset and metric, the value at the lowest and the highest rate and the AUILC."""
-    lines = ["| dataset | metric | at rate 0 | at the largest rate | AUILC |", "|---|---|---|---|---|"]
+def summary_table(results: dict[str, dict[str, Curve]], infos: dict[str, dict | None] | None = None) -> str:
+    """Markdown: per dataset and metric, the value at the lowest and the highest rate, the AUILC (TFR-Net
+    protocol) and the mean over rates 0..0.9 (LNLN-style); then, per dataset, what produced the numbers."""
+    lines = [
+        "| dataset | metric | at rate 0 | at the largest rate | AUILC over the grid (TFR-Net protocol) "
+        "| mean over rates 0..0.9 (LNLN-style) |",
+        "|---|---|---|---|---|---|",
+    ]
     for dataset, by_metric in results.items():
         for name, curve in by_metric.items():
             first = f"{shown(curve.mean[0])} ± {shown(curve.std[0])} (r={curve.rates[0]:g})"
             last = f"{shown(curve.mean[-1])} ± {shown(curve.std[-1])} (r={curve.rates[-1]:g})"
-            lines.append(f"| {dataset} | {name} | {first} | {last} | {shown(curve.auilc)} |")
+            covered = mean_rates(curve.rates)
+            mean = f"{shown(mean_over_rates(curve))} (r={covered[0]:g}..{covered[-1]:g})" if covered else "n/a"
+            lines.append(f"| {dataset} | {name} | {first} | {last} | {shown(curve.auilc)} | {mean} |")
+    lines += ["", f"AUILC: {AUILC_PROTOCOL}. Mean: {MEAN_PROTOCOL}.", ""]
+    for dataset, info in (infos or {}).items():
+        lines.append(f"- {dataset}: {describe_run_info(info)}")
     return "\n".join(lines) + "\n"
+
+
+def describe_run_info(info: dict | None) -> str:
+    """One line: model mode, preset source and overrides, the missing seeds and training seeds."""
+    if info is None:
+        return f"no {RUN_INFO} beside its results.csv: mode, preset source and protocol unknown"
+    protocol = info["protocol"]
+    seeds = protocol["missing_seeds"]
+    seeds = ", ".join(map(str, seeds)) if isinstance(seeds, list) else seeds
+    overrides = ", ".join(f"{key}={value}" for key, value in sorted(info["tfr_net_overrides"].items()))
+    return (
+        f"TFR-Net {info['mode']}{' + SimAM' if info['simam'] else ''}, {info['text_mode']} text, settings from "
+        f"{info['preset_source']}{f' with {overrides}' if overrides else ''}; masks {protocol['masks']} "
+        f"(missing seeds text/audio/vision {seeds}); training seeds {', '.join(map(str, protocol['training_seeds']))}"
+    )
 
 
 def plot(results: dict[str, dict[str, Curve]], path: str | Path) -> None:
@@ -138,11 +193,12 @@ def write_report(runs_tables: dict[str, str | Path], by_family: dict[str, list[s
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = {}
+    results, infos = {}, {}
     for dataset, table in runs_tables.items():
         runs = read_runs(table)
         results[dataset] = curves(runs, shown_metrics(runs[0], by_family, str(table)), source=str(table))
-    (out_dir / "summary.md").write_text(summary_table(results), encoding="utf-8")
+        infos[dataset] = read_run_info(table)
+    (out_dir / "summary.md").write_text(summary_table(results, infos), encoding="utf-8")
     plot(results, out_dir / "robustness.png")
     write_plot_data(results, out_dir / "plots")
     return results

@@ -33,8 +33,9 @@ from robustmm.errors import UserError
 from robustmm.features.base import EXTRACTORS, create_extractor
 from robustmm.features.extract import DEFAULT_MAX_FAILURE_SHARE
 from robustmm.metrics import FAMILIES
+from robustmm.missing import PER_TRAINING_SEED, PROTOCOL_MISSING_SEEDS, check_missing_seeds
 from robustmm.models.tfr_net import TEXT_MODES
-from robustmm.presets import KEY_METRICS, MODALITIES, PRESETS
+from robustmm.presets import KEY_METRICS, MODALITIES, PRESET_SOURCES, PRESETS, check_tfr_net_overrides
 from robustmm.train import TEXT_TARGETS
 
 PARAMS_FILE = "params.yaml"
@@ -382,6 +383,21 @@ class FieldsOf(Kind):
         return dict(value)
 
 
+class Checked(Kind):
+    """A value checked and converted by a function of the library that raises ValueError (its message is the
+    problem), so that a setting the library already checks is checked by the same code."""
+
+    def __init__(self, check: Callable, allowed: str):
+        self.check, self.allowed = check, allowed
+
+    def parse(self, value, path: str, problems: Problems):
+        try:
+            return self.check(value)
+        except ValueError as error:
+            problems.add(path, str(error))
+            return INVALID
+
+
 @dataclass(frozen=True)
 class ExtractorSettings:
     """An extractor by registered name and the config values given for it (the rest are its defaults)."""
@@ -511,6 +527,10 @@ class ModelSettings:
     progress: bool = setting(Boolean(), True)
     metric_family: str | None = setting(Optional(Choice(FAMILIES)), None)
     label_range: tuple[float, float] | None = setting(Optional(Range()), None)
+    missing_seeds: tuple[int, int, int] | str = setting(
+        Checked(check_missing_seeds, f"three seeds [text, audio, vision] or {PER_TRAINING_SEED!r}"), PROTOCOL_MISSING_SEEDS)
+    preset_source: str | None = setting(Optional(Choice(PRESET_SOURCES)), None)
+    tfr_net: dict | None = setting(Optional(Checked(check_tfr_net_overrides, "TFR-Net settings by name")), None)
 
     def problems(self) -> list[tuple[str, str]]:
         if self.text_target == "file" and self.text_mode != "frozen":

@@ -1,6 +1,7 @@
 """Training and evaluating TFR-Net on one (missing rate, seed) of a `.pkl` feature file (SPEC sections 5-6).
 
-One run: simulate missing features with `seed` at `rate` on every split, train with L1 on the prediction plus
+One run: simulate missing features at `rate` on every split with the protocol's missing seeds (fixed per
+modality, independent of the training seed `seed`; `missing_seeds`), train with L1 on the prediction plus
 the weighted reconstruction loss from epoch 2, early-stop on the validation loss (with a maximum number of
 epochs), reload the best checkpoint and test. `last.pt` is written after every epoch, so a run that is
 interrupted resumes where it stopped; `result.json` marks a finished run. `run.json` records the run's
@@ -30,9 +31,9 @@ from robustmm import data as feature_data
 from robustmm import metrics
 from robustmm.device import resolve_device
 from robustmm.errors import UserError
-from robustmm.missing import simulate_missing
+from robustmm.missing import PROTOCOL_MISSING_SEEDS, check_missing_seeds, mask_seeds, simulate_missing
 from robustmm.models.tfr_net import TEXT_MODES, TFRNet
-from robustmm.presets import Preset, custom_preset, get_preset
+from robustmm.presets import Preset, check_preset_source, check_tfr_net_overrides, custom_preset, get_preset, override_tfr_net
 
 TEXT_TARGETS = ("encoder", "file")
 
@@ -56,8 +57,15 @@ class RunConfig:
     progress: bool = True
     metric_family: str | None = None  # custom dataset only: "mosi" (default), "sims" or "avec"
     label_range: tuple[float, float] | None = None  # custom dataset only: (low, high), default (-3, 3)
+    # (text, audio, vision) seeds of the masks, the same for every training seed; or "per_training_seed".
+    missing_seeds: tuple[int, int, int] | str = PROTOCOL_MISSING_SEEDS
+    preset_source: str | None = None  # "tfr-net", "mmsa" or "emt-dlfr"; None: the preset's default source
+    tfr_net: dict | None = None  # TFR-Net settings changed by name, e.g. {"learning_rate_other": 1e-3}
 
     def __post_init__(self):
+        self.missing_seeds = check_missing_seeds(self.missing_seeds)
+        check_preset_source(self.preset_source)
+        self.tfr_net = check_tfr_net_overrides(self.tfr_net) if self.tfr_net else None
         if self.text_mode not in TEXT_MODES:
             raise ValueError(f"unknown text mode {self.text_mode!r}: choose one of {', '.join(TEXT_MODES)}")
         if self.text_target not in TEXT_TARGETS:
@@ -75,11 +83,20 @@ class RunConfig:
 
 
 def load_features(path: str | Path, dataset: str, metric_family: str | None = None,
-                  label_range: tuple[float, float] | None = None) -> tuple[dict, Preset]:
+                  label_range: tuple[float, float] | None = None, preset_source: str | None = None,
+                  tfr_net: dict | None = None) -> tuple[dict, Preset]:
     """Load and validate a feature file and check it against the dataset's preset.
 
     `custom`: lengths and dims from the file, metric family `metric_family` (default mosi) and labels that
-    must lie in `label_range` (default (-3, 3))."""
+    must lie in `label_range` (default (-3, 3)). The preset's TFR-Net settings come from `preset_source`,
+    changed by the `tfr_net` overrides."""
+    loaded, preset = _load_features(path, dataset, metric_family, label_range, preset_source)
+    if tfr_net:
+        preset = preset.replace(tfr_net=override_tfr_net(preset.tfr_net, tfr_net))
+    return loaded, preset
+
+
+def _load_features(path, dataset, metric_family, label_range, preset_source) -> tuple[dict, Preset]:
     loaded = feature_data.load(path)
     check_split_sizes(loaded, path)
     train = loaded["train"]
@@ -87,12 +104,12 @@ def load_features(path: str | Path, dataset: str, metric_family: str | None = No
     dims = (train["text"].shape[2] if "text" in train else 768, train["audio"].shape[2], train["vision"].shape[2])
     if dataset == "custom":
         preset = custom_preset("custom", seq_lens=seq_lens, feature_dims=dims, metric_family=metric_family or "mosi",
-                               label_range=label_range or (-3.0, 3.0))
+                               label_range=label_range or (-3.0, 3.0), preset_source=preset_source)
         check_label_range(loaded, preset, path, "set --label-range LOW,HIGH to the labels' scale")
         return loaded, preset
     if metric_family is not None or label_range is not None:
         raise ValueError(f"metric family and label range are set by the {dataset} preset; they apply to --dataset custom only")
-    preset = get_preset(dataset)
+    preset = get_preset(dataset, preset_source)
     problems = [
         f"{modality} features have {dim} dims, the {dataset} preset expects {expected}"
         for modality, dim, expected in zip(("audio", "vision"), dims[1:], preset.feature_dims[1:])
@@ -136,9 +153,10 @@ def check_label_range(loaded: dict, preset: Preset, path: str | Path, advice: st
         raise feature_data.FormatError(path, problems + [advice])
 
 
-def corrupt(split: dict, rate: float, seed: int, unk_id: int) -> dict:
-    """The split with missing features at `rate`, one mask per modality drawn with `seed` (the protocol's seeds)."""
-    return simulate_missing(split, (rate, rate, rate), (seed, seed, seed), unk_id=unk_id)
+def corrupt(split: dict, rate: float, missing_seeds: tuple[int, int, int], unk_id: int) -> dict:
+    """The split with missing features at `rate`, one mask per modality drawn with its missing seed
+    (text, audio, vision), as upstream's `generate_m`."""
+    return simulate_missing(split, (rate, rate, rate), missing_seeds, unk_id=unk_id)
 
 
 def attach_text_features(split: dict, encoder, text_target: str, complete_cache: dict, name: str) -> None:
@@ -422,7 +440,7 @@ def prepare_splits(loaded: dict, config: RunConfig, encoder, complete_cache: dic
     cached = dict(np.load(text_cache)) if text_cache is not None and text_cache.exists() else {}
     splits = {}
     for name in feature_data.SPLITS:
-        split = corrupt(loaded[name], config.rate, config.seed, encoder.unk_id)
+        split = corrupt(loaded[name], config.rate, mask_seeds(config.missing_seeds, config.seed), encoder.unk_id)
         if config.text_mode == "frozen" and f"{name}/text_m" in cached:
             split["text"], split["text_m"] = cached[f"{name}/text"], cached[f"{name}/text_m"]
         elif config.text_mode == "frozen":
@@ -478,7 +496,7 @@ def train(
         state = last["state"]
         restore_rng_states(last["rng"], generator)
 
-    while state["epoch"] < max_epochs and state["bad_epochs"] < p.early_stop:
+    while (max_epochs is None or state["epoch"] < max_epochs) and state["bad_epochs"] < p.early_stop:
         epoch = state["epoch"] + 1
         start = time.perf_counter()
         train_loss = train_epoch(model, optimizer, scaler, tensors["train"], preset, config, epoch, generator, device)
@@ -513,20 +531,24 @@ def train(
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data_path: str | Path, rate: float | None = None,
-                        seed: int | None = None, split: str = "test", device: str = "auto", encoder=None) -> dict:
-    """Metrics of a saved best checkpoint on one split of a feature file, at the run's (or the given) rate and seed."""
+                        missing_seeds: tuple[int, int, int] | str | None = None, split: str = "test",
+                        device: str = "auto", encoder=None) -> dict:
+    """Metrics of a saved best checkpoint on one split of a feature file, at the run's (or the given) rate and
+    missing seeds."""
     from robustmm.text_encoder import TextEncoder
 
     saved = load_checkpoint(checkpoint)
     config = RunConfig(**{**saved["config"], "device": device, "progress": False})
     config.rate = config.rate if rate is None else rate
-    config.seed = config.seed if seed is None else seed
+    config.missing_seeds = config.missing_seeds if missing_seeds is None else check_missing_seeds(missing_seeds)
     if split not in feature_data.SPLITS:
         raise ValueError(f"unknown split {split!r}: choose one of {', '.join(feature_data.SPLITS)}")
-    loaded, preset = load_features(data_path, config.dataset, config.metric_family, config.label_range)
+    loaded, preset = load_features(data_path, config.dataset, config.metric_family, config.label_range,
+                                   config.preset_source, config.tfr_net)
     encoder = encoder or TextEncoder(config.text_encoder or preset.text_encoder, device=resolve_device(device),
                                      load_weights=config.text_mode == "frozen")
-    split_data = corrupt(loaded[split], config.rate, config.seed, encoder.unk_id)
+    seeds = mask_seeds(config.missing_seeds, config.seed)
+    split_data = corrupt(loaded[split], config.rate, seeds, encoder.unk_id)
     if config.text_mode == "frozen":
         attach_text_features(split_data, encoder, config.text_target, {}, split)
     tensors = to_tensors(split_data, config.text_mode)
@@ -534,5 +556,5 @@ def evaluate_checkpoint(checkpoint: str | Path, data_path: str | Path, rate: flo
     model = build_model(preset, config, saved["seq_lens"], saved["feature_dims"], encoder).to(target)
     model.load_state_dict(saved["model"])
     predictions = predict(model, tensors, config.batch_size or preset.tfr_net.batch_size, target)
-    return {"split": split, "rate": config.rate, "seed": config.seed,
+    return {"split": split, "rate": config.rate, "missing_seeds": list(seeds),
             **metrics.compute(preset.metric_family, predictions, tensors["labels"].numpy())}

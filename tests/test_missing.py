@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from robustmm import presets, synthetic
-from robustmm.missing import simulate_missing, text_lengths, valid_mask
+from robustmm.missing import PROTOCOL_MISSING_SEEDS, check_missing_seeds, mask_seeds, simulate_missing, text_lengths, valid_mask
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +84,70 @@ def test_input_is_not_modified(split):
 def test_rejects_rates_outside_unit_interval(split):
     with pytest.raises(ValueError, match="outside"):
         simulate_missing(split, (1.5, 0.0, 0.0), SEEDS)
+
+
+def reference_generate_m(split, rate, seeds, unk_id=100):
+    """Upstream's `generate_m` (MMSA data_loader.py), written out here: np.random.seed(seed), keep =
+    uniform(N, L) > rate times the valid mask; text keeps [CLS] and its final [SEP] (length from the attention
+    mask's sum, not upstream's argmin, which gives 0 for a row without padding), dropped ids -> [UNK]."""
+    text_seed, audio_seed, vision_seed = seeds
+    ids, attention = split["text_bert"][:, 0], split["text_bert"][:, 1]
+    np.random.seed(text_seed)
+    text_keep = (np.random.uniform(size=attention.shape) > rate) * attention
+    for row, length in enumerate(attention.sum(axis=1)):
+        text_keep[row, 0] = text_keep[row, length - 1] = 1
+    masks = {"text_keep": text_keep, "text_ids": text_keep * ids + unk_id * (attention - text_keep)}
+    for name, seed in (("audio", audio_seed), ("vision", vision_seed)):
+        features = split[name]
+        valid = np.array([[1] * n + [0] * (features.shape[1] - n) for n in split[f"{name}_lengths"]])
+        np.random.seed(seed)
+        keep = (np.random.uniform(size=valid.shape) > rate) * valid
+        masks[f"{name}_keep"], masks[f"{name}_m"] = keep, keep[:, :, None] * features
+    return masks
+
+
+@pytest.mark.usefixtures("single_torch_thread")
+@pytest.mark.parametrize("missing_seeds", [None, (1111, 1111, 1111), "per_training_seed"])
+def test_the_sweep_trains_on_the_masks_of_the_protocol(tmp_path, monkeypatch, missing_seeds):
+    from robustmm import data, experiments, train
+    from robustmm.text_encoder import OFFLINE_ENCODER
+
+    path = tmp_path / "mosi.pkl"
+    data.write(synthetic.make_dataset(presets.get_preset("mosi"), sizes=(12, 6, 6), seq_lens=(10, 24, 16),
+                                      feature_dims=(384, 5, 20), seed=4), path)
+    seen = {}
+    real_prepare = train.prepare_splits
+
+    def recording_prepare(loaded, config, *args, **kwargs):
+        splits = real_prepare(loaded, config, *args, **kwargs)
+        seen[(config.rate, config.seed)] = {name: {key: value.numpy() for key, value in split.items()} for name, split in splits.items()}
+        return splits
+
+    monkeypatch.setattr(train, "prepare_splits", recording_prepare)
+    settings = {} if missing_seeds is None else {"missing_seeds": missing_seeds}
+    experiments.sweep(path, "mosi", rates=[0.3, 0.7], seeds=[111, 1111, 5], out=tmp_path / "sweep", text_mode="frozen",
+                      text_encoder=OFFLINE_ENCODER, device="cpu", epochs=1, progress=False, **settings)
+
+    loaded = data.load(path)
+    assert sorted(seen) == [(rate, seed) for rate in (0.3, 0.7) for seed in (5, 111, 1111)]
+    for (rate, seed), splits in seen.items():
+        seeds = {None: (111, 1111, 11111), "per_training_seed": (seed, seed, seed)}.get(missing_seeds, missing_seeds)
+        for name in ("train", "valid", "test"):
+            expected = reference_generate_m(loaded[name], rate, seeds)
+            for key in ("text_keep", "audio_keep", "vision_keep", "audio_m", "vision_m"):
+                np.testing.assert_array_equal(splits[name][key], expected[key], err_msg=f"{name}/{key} at {rate}, {seed}")
+            assert splits[name]["text_keep"].any() and not splits[name]["audio_keep"].all()
+    if missing_seeds != "per_training_seed":  # fixed seeds: every training seed sees the same masks
+        for rate in (0.3, 0.7):
+            for key in ("text_keep", "audio_keep", "vision_keep"):
+                np.testing.assert_array_equal(seen[(rate, 111)]["test"][key], seen[(rate, 5)]["test"][key])
+
+
+def test_missing_seeds_setting():
+    assert check_missing_seeds("1111,1111,1111") == (1111, 1111, 1111)
+    assert check_missing_seeds([111, 1111, 11111]) == PROTOCOL_MISSING_SEEDS == (111, 1111, 11111)
+    assert check_missing_seeds("per_training_seed") == "per_training_seed"
+    assert mask_seeds(PROTOCOL_MISSING_SEEDS, 7) == (111, 1111, 11111) and mask_seeds("per_training_seed", 7) == (7, 7, 7)
+    for bad in ("111,1111", [1, 2, 3.5], "a,b,c", "per_seed", [-1, 2, 3]):
+        with pytest.raises(ValueError, match="missing_seeds"):
+            check_missing_seeds(bad)

@@ -1,5 +1,7 @@
 """TFR-Net and SimAM: shapes for every preset, padding masking, the reconstruction loss, the faithful switch."""
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -34,8 +36,10 @@ def make_batch(seq_lens, feature_dims, batch=2, seed=0):
 
 
 def frozen_model(preset_name="mosi", seq_lens=(8, 20, 12), feature_dims=(TEXT_DIM, 5, 20), **kwargs):
+    # One reconstruction head: faithful mode needs heads that divide each length, and 25 divides none of these.
+    params = dataclasses.replace(get_preset(preset_name).tfr_net, num_temporal_head=1)
     torch.manual_seed(0)
-    return TFRNet(get_preset(preset_name).tfr_net, seq_lens, feature_dims, text_mode="frozen", **kwargs).eval()
+    return TFRNet(params, seq_lens, feature_dims, text_mode="frozen", **kwargs).eval()
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -145,7 +149,7 @@ def test_bigru_matches_gru_on_packed_sequences():
     torch.testing.assert_close(ours(x, lengths), expected)
 
 
-def test_simam_statistics_use_only_valid_kept_steps():
+def test_simam_statistics_use_only_valid_steps():
     x = torch.randn(2, 6, 3)
     mask = torch.tensor([[1, 1, 0, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
     out = simam(x, mask)
@@ -178,7 +182,8 @@ class TinyEncoder(torch.nn.Module):
 
 @pytest.mark.parametrize("faithful", [False, True])
 def test_finetune_target_is_detached_unless_faithful(faithful):
-    model = TFRNet(get_preset("mosi").tfr_net, (8, 20, 12), (TEXT_DIM, 5, 20), text_encoder=TinyEncoder(), faithful=faithful)
+    params = get_preset("mosi", "emt-dlfr").tfr_net  # one reconstruction head, which divides the lengths
+    model = TFRNet(params, (8, 20, 12), (TEXT_DIM, 5, 20), text_encoder=TinyEncoder(), faithful=faithful)
     batch = make_batch((8, 20, 12), (TEXT_DIM, 5, 20))
     batch["text_bert"][:, 0] = torch.randint(1, 200, (2, 8))
     batch["text_bert_m"] = batch["text_bert"].clone()
@@ -251,3 +256,31 @@ def test_activation_checkpointing_gives_the_same_outputs_and_gradients(monkeypat
     torch.testing.assert_close(checkpointed_loss, plain_loss)
     for name, grad in plain_grads.items():
         torch.testing.assert_close(checkpointed_grads[name], grad, msg=name)
+
+
+@pytest.mark.parametrize("faithful", [False, True])
+@pytest.mark.parametrize("use_simam", [False, True])
+def test_predictions_never_read_the_keep_masks(faithful, use_simam):
+    # The simulator's keep masks say which steps were dropped, which a deployed model cannot know: only the
+    # reconstruction loss may read them.
+    batch = make_batch((8, 20, 12), (TEXT_DIM, 5, 20))
+    other = dict(batch)
+    for name in ("text", "audio", "vision"):
+        other[f"{name}_keep"] = 1 - batch[f"{name}_keep"]
+    model = frozen_model(faithful=faithful, simam=use_simam)
+    for training in (False, True):
+        model.train(training)
+        outputs = []
+        for keep_masks in (batch, other):
+            torch.manual_seed(3)  # the same dropout in train mode
+            outputs.append(model(keep_masks, with_reconstruction=True))
+        torch.testing.assert_close(outputs[0]["prediction"], outputs[1]["prediction"], rtol=0, atol=0)
+        assert not torch.allclose(outputs[0]["recon_loss"], outputs[1]["recon_loss"])  # the loss does read them
+
+
+def test_simam_gates_every_valid_step_and_passes_padding():
+    x = torch.randn(1, 5, 2)
+    valid = torch.tensor([[1, 1, 1, 0, 0]])
+    out = simam(x, valid)
+    assert not torch.equal(out[0, :3], x[0, :3])
+    torch.testing.assert_close(out[0, 3:], x[0, 3:])

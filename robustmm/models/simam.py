@@ -1,8 +1,9 @@
 """SimAM, the parameter-free attention of Yang et al. (ICML 2021), over the valid steps of a sequence.
 
 Each channel of each sample is weighted by sigmoid(e), e = (x - mu)^2 / (4 (var + lambda)) + 0.5, with mu and
-var taken over the steps where `mask` is 1 (valid and not dropped), so that padding and zeroed missing frames
-do not pull the statistics towards zero (SPEC section 6).
+var taken over the steps where `valid` is 1, the non-padded steps, so that padding does not pull the
+statistics towards zero (SPEC section 6). Every valid step is gated, a dropped one too: which steps the
+simulator dropped is not known to a deployed model, so the model is never told (issue 10).
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ import torch
 from torch import nn
 
 
-def simam(x: torch.Tensor, mask: torch.Tensor, lam: float = 1e-4) -> torch.Tensor:
-    """x (B, L, C), mask (B, L) in {0, 1}: x weighted per step and channel; masked-out steps pass unchanged."""
-    weights = mask.to(x.dtype).unsqueeze(-1)
+def simam(x: torch.Tensor, valid: torch.Tensor, lam: float = 1e-4) -> torch.Tensor:
+    """x (B, L, C), valid (B, L) in {0, 1} (1 = not padding): x weighted per step and channel; padding passes unchanged."""
+    weights = valid.to(x.dtype).unsqueeze(-1)
     count = weights.sum(dim=1, keepdim=True)
     mean = (x * weights).sum(dim=1, keepdim=True) / count.clamp(min=1)
     squared = (x - mean).pow(2)
@@ -28,5 +29,5 @@ class SimAM(nn.Module):
         super().__init__()
         self.lam = lam
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return simam(x, mask, self.lam)
+    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        return simam(x, valid, self.lam)

@@ -298,7 +298,7 @@ class TFRNet(nn.Module):
     def forward(self, batch: dict, with_reconstruction: bool = True) -> dict:
         """batch: text_bert, text_bert_m (B, 3, L_t) ids (finetune) or text, text_m (B, L_t, H) (frozen);
         audio, audio_m, vision, vision_m (B, L, D); audio_lengths, vision_lengths (B,);
-        text_keep, audio_keep, vision_keep (B, L) with 1 = valid and kept.
+        text_keep, audio_keep, vision_keep (B, L) with 1 = valid and kept, read by the reconstruction loss only.
         Returns {"prediction": (B,), "recon_loss": (3,) per modality, unweighted}; without reconstruction
         (predicting only) the complete-text pass and the reconstruction are skipped and recon_loss is None."""
         text_m, text_target = self.text_inputs(batch, with_target=with_reconstruction)
@@ -308,23 +308,24 @@ class TFRNet(nn.Module):
         targets = [text_target, batch["audio"], batch["vision"]]
         steps = [torch.arange(x.shape[1], device=x.device)[None, :] for x in inputs]
         valid = [(step < length[:, None]).to(x.dtype) for step, length, x in zip(steps, lengths, inputs)]
-        keep = [batch[f"{m}_keep"].to(x.dtype) for m, x in zip(MODALITIES, inputs)]
 
         projected = []
         for index, x in enumerate(inputs):
             if not self.faithful:
                 x = x * valid[index][:, :, None]
             h = self.projections[index](x.transpose(1, 2)).transpose(1, 2)
-            projected.append(self.simam(h, keep[index]) if self.simam is not None else h)
+            projected.append(self.simam(h, valid[index]) if self.simam is not None else h)
 
         hidden = [self.checkpointed(self.contextualise, q, projected, valid) for q in range(len(MODALITIES))]
+        # The keep masks are the simulator's: only the loss reads them, never the prediction's path.
         recon_loss = torch.stack([
-            self.reconstruction_loss(self.checkpointed(self.reconstruct, m, hidden[m], valid[m]), targets[m], valid[m] - keep[m])
+            self.reconstruction_loss(self.checkpointed(self.reconstruct, m, hidden[m], valid[m]), targets[m],
+                                     valid[m] - batch[f"{MODALITIES[m]}_keep"].to(valid[m].dtype))
             for m in range(len(MODALITIES))
         ]) if with_reconstruction else None
         pooled = []
         for m in range(len(MODALITIES)):
-            h = self.simam(hidden[m], keep[m]) if self.simam is not None else hidden[m]
+            h = self.simam(hidden[m], valid[m]) if self.simam is not None else hidden[m]
             pooled.append(self.fusion[m](h, lengths[m]))
         prediction = self.classifier(torch.cat(pooled, dim=1)).squeeze(-1)
         return {"prediction": prediction, "recon_loss": recon_loss}
