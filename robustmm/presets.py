@@ -48,6 +48,7 @@ class TFRNetParams:
     early_stop: int = 6
     max_epochs: int = 40
     update_epochs: int = 4
+    patience: int = 5  # faithful mode: epochs without a better validation loss before ReduceLROnPlateau cuts the lr tenfold
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ mmsa_model = pytest.importorskip(
 from robustmm import train as training  # noqa: E402
 from robustmm.models.tfr_net import TFRNet, from_mmsa_state_dict  # noqa: E402
 from robustmm.presets import TFRNetParams, custom_preset  # noqa: E402
+from robustmm.text_encoder import TextEncoder  # noqa: E402
 
 ATOL = 1e-5
 SEQ_LENS = (8, 12, 10)
@@ -283,3 +284,142 @@ def test_faithful_refuses_empty_modalities_where_upstream_crashes(local_bert):
     with pytest.raises(ValueError, match=r"faithful mode: the batch has samples with no vision steps \(length 0\); "
                                          r"upstream TFR-Net crashes"), torch.no_grad():
         ours(batch)
+
+
+def make_split(rng, size: int) -> dict:
+    """A split in robustmm's format (lengths of at least 5 frames, so that no row loses all of them at 0.2)."""
+    text_len, audio_len, vision_len = SEQ_LENS
+    text_lengths = rng.integers(4, text_len + 1, size)
+    valid = np.arange(text_len)[None, :] < text_lengths[:, None]
+    ids = rng.integers(104, VOCAB, (size, text_len)) * valid
+    ids[:, 0], ids[np.arange(size), text_lengths - 1] = CLS, SEP
+    split = {"text_bert": np.stack([ids, valid, np.zeros_like(ids)], axis=1).astype(np.int64)}
+    labels = np.zeros(size)
+    for index, name in ((1, "audio"), (2, "vision")):
+        lengths = rng.integers(5, SEQ_LENS[index] + 1, size)
+        steps = np.arange(SEQ_LENS[index])[None, :] < lengths[:, None]
+        features = rng.normal(size=(size, SEQ_LENS[index], FEATURE_DIMS[index])) * steps[:, :, None]  # float64
+        split[name], split[f"{name}_lengths"] = features, lengths
+        labels += features[:, :, 0].sum(axis=1) / lengths
+    split["regression_labels"] = np.clip(labels + rng.normal(0, 0.3, size), -3, 3).astype(np.float32)
+    return split
+
+
+class ShuffledBatches:
+    """MMSA's DataLoader(shuffle=True) in the order robustmm draws: both loops take their permutations from
+    one generator seeded as robustmm's run (train, then valid, each epoch), and the batches hold the tensors
+    robustmm trains on, under MMSA's keys."""
+
+    def __init__(self, tensors: dict, batch_size: int, generator: torch.Generator):
+        self.tensors, self.batch_size, self.generator = tensors, batch_size, generator
+
+    def __len__(self):
+        return -(-len(self.tensors["labels"]) // self.batch_size)
+
+    def __iter__(self):
+        for index in torch.randperm(len(self.tensors["labels"]), generator=self.generator).split(self.batch_size):
+            batch = {key: value[index] for key, value in self.tensors.items()}
+            (text, text_m, text_keep), audio, vision = mmsa_inputs(batch)
+            yield {
+                "text": text, "text_m": text_m, "text_missing_mask": text_keep,
+                "audio": audio[0], "audio_m": audio[1], "audio_mask": audio[2], "audio_missing_mask": audio[3],
+                "vision": vision[0], "vision_m": vision[1], "vision_mask": vision[2], "vision_missing_mask": vision[3],
+                "labels": {"M": batch["labels"].view(-1, 1)},
+            }
+
+
+def test_faithful_training_is_mmsa_trainer(local_bert, tmp_path, monkeypatch):
+    """robustmm's `train` and MMSA's own `do_train`, from the same weights on the same batches (float64).
+
+    5 batches of 6 per epoch with update_epochs 2: gradients zeroed every 2 batches, 7 optimiser steps per
+    epoch; the reconstruction loss from epoch 2; ReduceLROnPlateau with patience 0; early stop after 2 epochs
+    without a better validation loss (mean of batch means, rounded). Parameters after epoch 1 (7 steps) agree
+    to 1e-5 except the attention key biases: their exact gradient is 0 (softmax ignores a shift shared by all
+    keys), so Adam (eps 1e-8) turns each implementation's rounding (MMSA's softmax runs in float32) into
+    steps of the learning rate's size. That rounding, so amplified, spreads later (1e-3 after 4 epochs);
+    the function does not move: every validation loss, the learning-rate cut, the best and the last epoch
+    are upstream's."""
+    from MMSA.models import AMIO
+    from transformers import BertModel
+
+    trainer_module = importlib.import_module("MMSA.trains.missingTask.TFR_NET")
+    params = tiny_params(update_epochs=2, patience=0, early_stop=2, learning_rate_other=5e-3, learning_rate_bert=1e-3)
+    preset = custom_preset("custom", seq_lens=SEQ_LENS, feature_dims=FEATURE_DIMS).replace(tfr_net=params)
+    rng = np.random.default_rng(7)
+    loaded = {name: make_split(rng, size) for name, size in (("train", 26), ("valid", 10), ("test", 8))}
+    config = training.RunConfig(dataset="custom", rate=0.2, seed=5, text_mode="finetune", faithful=True, device="cpu",
+                                max_epochs=30, progress=False)
+    encoder = TextEncoder(str(local_bert), load_weights=False)
+    tensors = training.prepare_splits(loaded, config, encoder, {})
+    for name in ("audio", "vision"):  # no row without frames (max-pool ties, see the gradient test)
+        assert (tensors["train"][f"{name}_keep"].sum(dim=1) > 0).all()
+
+    torch.manual_seed(2)
+    args = mmsa_args(params, model_save_path=tmp_path / "mmsa.pth", cur_seed=config.seed, early_stop=params.early_stop,
+                     patience=params.patience, update_epochs=params.update_epochs, grad_clip=params.grad_clip,
+                     learning_rate_bert=params.learning_rate_bert, learning_rate_other=params.learning_rate_other,
+                     weight_decay_bert=params.weight_decay_bert, weight_decay_other=params.weight_decay_other)
+    reference = AMIO(args).double()
+    ours = TFRNet(params, SEQ_LENS, FEATURE_DIMS, text_encoder=BertModel.from_pretrained(local_bert), faithful=True)
+    ours.load_state_dict(from_mmsa_state_dict(reference.state_dict()))
+    ours.double()
+    monkeypatch.setattr(training, "build_model", lambda *args: ours)
+    optimizers, real_optimizer = [], training.build_optimizer
+    monkeypatch.setattr(training, "build_optimizer", lambda *args: optimizers.append(real_optimizer(*args)) or optimizers[-1])
+
+    ours_epochs, real_epoch = [], training.train_epoch
+
+    def recording_epoch(model, *args):
+        loss = real_epoch(model, *args)
+        ours_epochs.append({name: value.clone() for name, value in model.state_dict().items()})
+        return loss
+
+    monkeypatch.setattr(training, "train_epoch", recording_epoch)
+    result = training.train(loaded, preset, config, tmp_path / "ours", encoder)
+
+    # MMSA 2.2.1 passes verbose=True, which torch 2.13's ReduceLROnPlateau no longer takes.
+    schedulers = []
+
+    def plateau(optimizer, verbose, **settings):
+        schedulers.append(torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, **settings))
+        return schedulers[-1]
+
+    monkeypatch.setattr(trainer_module, "ReduceLROnPlateau", plateau)
+    trainer = trainer_module.TFR_NET(args)
+    mmsa_epochs, mmsa_valid, real_test = [], [], trainer.do_test
+
+    def recording_test(model, dataloader, mode="VAL"):
+        mmsa_epochs.append({name: value.clone() for name, value in from_mmsa_state_dict(model.state_dict()).items()})
+        assert len(mmsa_epochs) <= config.max_epochs, "MMSA did not stop within robustmm's epoch cap"
+        results = real_test(model, dataloader, mode)
+        mmsa_valid.append(results["Loss"])
+        return results
+
+    trainer.do_test = recording_test
+    generator = torch.Generator().manual_seed(config.seed)
+    loaders = {name: ShuffledBatches(tensors[name], params.batch_size, generator) for name in ("train", "valid")}
+    trainer.do_train(reference, loaders)
+
+    assert [epoch["valid_loss"] for epoch in result["history"]] == mmsa_valid
+    assert len(ours_epochs) == len(mmsa_epochs) == result["epochs"] == 4
+    assert result["best_epoch"] == 1 + mmsa_valid.index(min(mmsa_valid)) == 2
+    mmsa_lrs = [group["lr"] for group in schedulers[0].optimizer.param_groups]
+    assert [group["lr"] for group in optimizers[0].param_groups] == pytest.approx(mmsa_lrs)
+    assert mmsa_lrs[-1] == pytest.approx(params.learning_rate_other / 100)  # cut after epochs 3 and 4
+
+    def without_key_biases(state):
+        return {name: value[len(value) // 2:] if name.endswith("key_value.bias") else value for name, value in state.items()}
+
+    after_first, expected = without_key_biases(ours_epochs[0]), without_key_biases(mmsa_epochs[0])
+    for name, value in expected.items():
+        torch.testing.assert_close(after_first[name], value, atol=ATOL, rtol=0, msg=lambda m: f"epoch 1 {name}: {m}")
+    best = torch.load(tmp_path / "ours" / "best.pt", weights_only=False)["model"]
+    mmsa_best = from_mmsa_state_dict(torch.load(tmp_path / "mmsa.pth", weights_only=False))
+    for name, value in without_key_biases(mmsa_best).items():
+        torch.testing.assert_close(without_key_biases(best)[name], value, atol=1e-3, rtol=0, msg=lambda m: f"best {name}: {m}")
+    assert json.loads((tmp_path / "ours" / "result.json").read_text())["epochs"] == len(mmsa_valid)
+
+
+def test_faithful_mode_is_float32_training():
+    with pytest.raises(ValueError, match="faithful mode is upstream's float32 training"):
+        training.RunConfig(dataset="mosi", faithful=True, amp=True)

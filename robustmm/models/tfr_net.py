@@ -393,8 +393,9 @@ class TFRNet(nn.Module):
 
     def reconstruction_loss(self, prediction: torch.Tensor, target: torch.Tensor, missing: torch.Tensor) -> torch.Tensor:
         """SmoothL1 summed over the dropped valid positions / number of their elements (+ weighted CMD)."""
-        prediction, target = prediction.float(), target.float()
-        weights = missing[:, :, None].float().expand_as(prediction)
+        dtype = torch.promote_types(prediction.dtype, torch.float32)  # float32 at least, also under autocast
+        prediction, target = prediction.to(dtype), target.to(dtype)
+        weights = missing[:, :, None].to(dtype).expand_as(prediction)
         count = weights.sum() + 1e-4
         loss = F.smooth_l1_loss(prediction * weights, target * weights, reduction="sum") / count
         if self.params.weight_sim_loss:
