@@ -58,6 +58,7 @@ class TFRNetParams:
     early_stop: int = 6
     max_epochs: int | None = None
     update_epochs: int = 4
+    patience: int = 5  # faithful mode: epochs without a better validation loss before ReduceLROnPlateau cuts the lr tenfold
 
 
 PRESET_SOURCES = ("tfr-net", "mmsa", "emt-dlfr")
@@ -71,7 +72,8 @@ SOURCE_FILES = {
 
 _MOSI = TFRNetParams()
 _SIMS = dataclasses.replace(
-    _MOSI, relu_dropout=0.0, embed_dropout=0.1, nlevels=2, cls_dropout=0.1, batch_size=16, recon_weights=(1.0, 0.01, 1e-4)
+    _MOSI, relu_dropout=0.0, embed_dropout=0.1, nlevels=2, cls_dropout=0.1, batch_size=16, recon_weights=(1.0, 0.01, 1e-4),
+    patience=10,
 )
 # dataset -> source -> settings. The official repository has no MOSEI configuration.
 UPSTREAM_TFR_NET: dict[str, dict[str, TFRNetParams]] = {

@@ -77,6 +77,8 @@ class RunConfig:
         for name, value in (("max_epochs", self.max_epochs), ("batch_size", self.batch_size)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} {value!r}: expected a whole number of at least 1 (or none for the preset's)")
+        if self.faithful and self.amp:
+            raise ValueError("faithful mode is upstream's float32 training; amp applies to the default mode only")
 
 
 # ---------------------------------------------------------------------------------------------- the data
@@ -398,7 +400,8 @@ def train_epoch(model, optimizer, scaler, tensors, preset, config, epoch, genera
                disable=not config.progress)
     total, seen, start = 0.0, 0, time.perf_counter()
     for step, batch in enumerate(batches(tensors, batch_size, device, order)):
-        # Upstream (faithful) zeroes gradients every `update_epochs` batches but steps on every batch.
+        # Upstream (faithful) zeroes gradients every `update_epochs` batches, steps on every batch and once more
+        # on the last of each `update_epochs` (5 steps per 4 batches), counting afresh each epoch.
         if not config.faithful or step % p.update_epochs == 0:
             optimizer.zero_grad(set_to_none=True)
         # The reconstruction loss counts from epoch 2; before, it is not computed at all.
@@ -411,6 +414,8 @@ def train_epoch(model, optimizer, scaler, tensors, preset, config, epoch, genera
         torch.nn.utils.clip_grad_value_([w for w in model.parameters() if w.requires_grad], p.grad_clip)
         scaler.step(optimizer)
         scaler.update()
+        if config.faithful and (step + 1) % p.update_epochs == 0:
+            optimizer.step()
         size = len(batch["labels"])
         total, seen = total + l1.item() * size, seen + size
         bar.update(size)
@@ -431,6 +436,16 @@ def predict(model, tensors, batch_size, device, amp=False) -> np.ndarray:
 
 def l1(predictions: np.ndarray, tensors: dict) -> float:
     return float(np.mean(np.abs(predictions - tensors["labels"].numpy())))
+
+
+def upstream_valid_loss(predictions: np.ndarray, tensors: dict, batch_size: int, generator: torch.Generator) -> float:
+    """MMSA's validation loss: the mean over batches of each batch's mean L1, rounded to 4 decimals. Its
+    validation loader shuffles, so the batches (hence the mean, through the smaller last one) are drawn anew
+    each epoch, here with the run's generator."""
+    errors = torch.as_tensor(np.abs(predictions - tensors["labels"].numpy()))
+    shuffled = errors[torch.randperm(len(errors), generator=generator)]
+    batch_means = [chunk.mean().item() for chunk in shuffled.split(batch_size)]
+    return round(sum(batch_means) / len(batch_means), 4)
 
 
 def prepare_splits(loaded: dict, config: RunConfig, encoder, complete_cache: dict,
@@ -496,11 +511,21 @@ def train(
         state = last["state"]
         restore_rng_states(last["rng"], generator)
 
+    # Upstream (faithful) cuts every learning rate tenfold after `patience` epochs without a better validation loss.
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1, patience=p.patience) if config.faithful else None
+    if scheduler is not None and "scheduler" in state:
+        scheduler.load_state_dict(state["scheduler"])
     while (max_epochs is None or state["epoch"] < max_epochs) and state["bad_epochs"] < p.early_stop:
         epoch = state["epoch"] + 1
         start = time.perf_counter()
         train_loss = train_epoch(model, optimizer, scaler, tensors["train"], preset, config, epoch, generator, device)
-        valid_loss = l1(predict(model, tensors["valid"], batch_size, device, config.amp), tensors["valid"])
+        valid_predictions = predict(model, tensors["valid"], batch_size, device, config.amp)
+        if config.faithful:
+            valid_loss = upstream_valid_loss(valid_predictions, tensors["valid"], batch_size, generator)
+            scheduler.step(valid_loss)
+            state["scheduler"] = scheduler.state_dict()
+        else:
+            valid_loss = l1(valid_predictions, tensors["valid"])
         state["train_seconds"] += time.perf_counter() - start
         state["history"].append({"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss})
         state["epoch"] = epoch

@@ -63,7 +63,7 @@ def test_sims_with_heads_that_do_not_divide_the_length():
     # Per-sample form: the largest divisor of each length not above 25 (39 -> 13, 400 -> 25, 55 -> 11).
     model = TFRNet(params, (39, 400, 55), (TEXT_DIM, 33, 709), text_mode="frozen")
     assert [r.layers[0].heads for r in model.reconstructors] == [13, 25, 11]
-    with pytest.raises(ValueError, match="25 attention heads do not divide the embedding size 39"):
+    with pytest.raises(ValueError, match="faithful mode: num_temporal_head 25 does not divide the text length 39"):
         TFRNet(params, (39, 400, 55), (TEXT_DIM, 33, 709), text_mode="frozen", faithful=True)
 
 

@@ -6,15 +6,20 @@ channels of each sample (tokens = channels, embedding = time) and maps every ste
 its loss covers exactly the dropped valid positions. The fusion encoders (3-layer BiGRU over the valid length,
 Conv1d gate, max pool) feed the classifier.
 
-`faithful=True` reproduces the upstream implementation's quirks for comparison with published numbers:
-time-causal masks in every transformer and no key padding mask, the reconstruction transformer attending
-across the samples of the batch with a causal mask and `num_temporal_head` heads, max pooling over padding,
-the CMD term over all rows, and (finetune) the complete-text target from a second BERT pass with gradients.
+`faithful=True` is the function of MMSA 2.2.1's TFR_NET (tests/test_mmsa_equivalence.py proves it with MMSA's
+own modules; `from_mmsa_state_dict` maps its weights): time-causal masks in every transformer and no key padding
+mask, fairseq's positions (a step whose projected channel 0 is exactly 0 gets the zero embedding) and
+initialisation, keys and values embedded with their own dropout masks, attention dropout on single weights, the
+reconstruction transformer attending across the samples of the batch with a causal mask and `num_temporal_head`
+heads, max pooling over padding, the CMD term over all rows, and (finetune) the complete-text target from a
+second BERT pass with gradients. Where upstream crashes (heads that do not divide a length, an empty
+modality), faithful mode raises a ValueError that says so.
 """
 
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 import torch.nn.functional as F
@@ -53,15 +58,30 @@ def largest_divisor_at_most(n: int, limit: int) -> int:
     return next(k for k in range(min(n, max(limit, 1)), 0, -1) if n % k == 0)
 
 
-class TransformerLayer(nn.Module):
-    """Pre-norm attention + feed-forward block of MulT, with fused scaled-dot-product attention."""
+def check_upstream_heads(params: TFRNetParams, seq_lens: tuple[int, int, int]) -> None:
+    """Faithful mode runs where upstream runs: its reconstruction transformers embed each modality's length with
+    `num_temporal_head` heads, and its MultiheadAttention asserts that they divide it."""
+    problems = [f"{name} length {length}" for name, length in zip(MODALITIES, seq_lens) if length % params.num_temporal_head]
+    if problems:
+        raise ValueError(
+            f"faithful mode: num_temporal_head {params.num_temporal_head} does not divide the {', '.join(problems)}; "
+            "upstream TFR-Net crashes here ('embed_dim must be divisible by num_heads' in its reconstruction "
+            "transformer). Use the default mode (it takes the largest divisor) or a num_temporal_head that divides "
+            "every length"
+        )
 
-    def __init__(self, dim: int, heads: int, attn_dropout: float, relu_dropout: float, res_dropout: float, drop_keys: bool):
+
+class TransformerLayer(nn.Module):
+    """Pre-norm attention + feed-forward block of MulT, with fused scaled-dot-product attention.
+
+    `faithful`: attention dropout by single weights (else by keys) and fairseq's initialisation."""
+
+    def __init__(self, dim: int, heads: int, attn_dropout: float, relu_dropout: float, res_dropout: float, faithful: bool):
         super().__init__()
         if dim % heads:
             raise ValueError(f"{heads} attention heads do not divide the embedding size {dim}")
         self.heads, self.attn_dropout, self.relu_dropout, self.res_dropout = heads, attn_dropout, relu_dropout, res_dropout
-        self.drop_keys = drop_keys
+        self.drop_keys = not faithful
         self.norm_attn = nn.LayerNorm(dim)
         self.query = nn.Linear(dim, dim)
         self.key_value = nn.Linear(dim, 2 * dim)
@@ -69,14 +89,33 @@ class TransformerLayer(nn.Module):
         self.norm_ff = nn.LayerNorm(dim)
         self.fc1 = nn.Linear(dim, 4 * dim)
         self.fc2 = nn.Linear(4 * dim, dim)
+        if faithful:
+            self.fairseq_init()
 
-    def attention(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    @torch.no_grad()
+    def fairseq_init(self) -> None:
+        """Xavier-uniform weights and zero biases; the query/key/value projection is one (3 dim, dim) matrix there."""
+        dim = self.query.in_features
+        in_proj = nn.init.xavier_uniform_(torch.empty(3 * dim, dim))
+        self.query.weight.copy_(in_proj[:dim])
+        self.key_value.weight.copy_(in_proj[dim:])
+        for linear in (self.out, self.fc1, self.fc2):
+            nn.init.xavier_uniform_(linear.weight)
+        for linear in (self.query, self.key_value, self.out, self.fc1, self.fc2):
+            nn.init.zeros_(linear.bias)
+
+    def attention(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         batch, query_len, dim = x.shape
         split = lambda t: t.view(batch, t.shape[1], self.heads, dim // self.heads).transpose(1, 2)  # noqa: E731
-        key, value = self.key_value(context).chunk(2, dim=-1)
+        if values is keys:
+            key, value = self.key_value(keys).chunk(2, dim=-1)
+        else:
+            key_weight, value_weight = self.key_value.weight.chunk(2, dim=0)
+            key_bias, value_bias = self.key_value.bias.chunk(2, dim=0)
+            key, value = F.linear(keys, key_weight, key_bias), F.linear(values, value_weight, value_bias)
         dropout = self.attn_dropout if self.training else 0.0
         if dropout and self.drop_keys:
-            mask, dropout = self.dropped_keys(mask, batch, context.shape[1], x.device, dropout), 0.0
+            mask, dropout = self.dropped_keys(mask, batch, keys.shape[1], x.device, dropout), 0.0
         attended = F.scaled_dot_product_attention(split(self.query(x)), split(key), split(value), attn_mask=mask, dropout_p=dropout)
         return self.out(attended.transpose(1, 2).reshape(batch, query_len, dim))
 
@@ -90,10 +129,16 @@ class TransformerLayer(nn.Module):
         allowed = kept if mask is None else kept & mask
         return torch.where(allowed.any(dim=-1, keepdim=True), allowed, True if mask is None else mask)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, keys: torch.Tensor | None, values: torch.Tensor | None,
+                mask: torch.Tensor | None) -> torch.Tensor:
+        """Self-attention when `keys` is None; else cross-attention to `keys` and `values` (the same tensor
+        unless they were embedded with their own dropout masks)."""
         normed = self.norm_attn(x)
-        context = normed if context is None else self.norm_attn(context)
-        x = x + F.dropout(self.attention(normed, context, mask), self.res_dropout, self.training)
+        if keys is None:
+            keys = values = normed
+        else:
+            keys, values = (self.norm_attn(keys),) * 2 if values is keys else (self.norm_attn(keys), self.norm_attn(values))
+        x = x + F.dropout(self.attention(normed, keys, values, mask), self.res_dropout, self.training)
         hidden = F.dropout(F.relu(self.fc1(self.norm_ff(x))), self.relu_dropout, self.training)
         return x + F.dropout(self.fc2(hidden), self.res_dropout, self.training)
 
@@ -102,29 +147,35 @@ class TransformerEncoder(nn.Module):
     """MulT's encoder on (batch, seq, dim): scaled input, optional positions, embedding dropout, final norm.
 
     With `context` it is a cross-modal transformer (queries from x, keys and values from context).
-    `drop_keys` selects attention dropout by keys (fused kernels) instead of by single weights (upstream)."""
+    `faithful` is fairseq's form as upstream has it: a step whose channel 0 is exactly 0 gets position 0 (a
+    zero embedding: its make_positions treats the value 0 as padding), keys and values are embedded with
+    their own dropout masks, attention dropout drops single weights, and fairseq's initialisation."""
 
     def __init__(self, dim: int, heads: int, layers: int, attn_dropout: float, params: TFRNetParams, positions: bool,
-                 drop_keys: bool):
+                 faithful: bool):
         super().__init__()
         self.scale, self.positions, self.embed_dropout = math.sqrt(dim), positions, params.embed_dropout
+        self.faithful = faithful
         self.layers = nn.ModuleList(
-            TransformerLayer(dim, heads, attn_dropout, params.relu_dropout, params.res_dropout, drop_keys)
+            TransformerLayer(dim, heads, attn_dropout, params.relu_dropout, params.res_dropout, faithful)
             for _ in range(layers)
         )
         self.norm = nn.LayerNorm(dim)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.scale * x
+        scaled = self.scale * x
         if self.positions:
-            x = x + sinusoidal_positions(x.shape[1], x.shape[2], x.device).to(x.dtype)
-        return F.dropout(x, self.embed_dropout, self.training)
+            table = sinusoidal_positions(x.shape[1], x.shape[2], x.device).to(x.dtype)
+            scaled = scaled + (table * (x[:, :, :1] != 0) if self.faithful else table)
+        return F.dropout(scaled, self.embed_dropout, self.training)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
         x = self.embed(x)
-        context = None if context is None else self.embed(context)
+        keys = values = None if context is None else self.embed(context)
+        if context is not None and self.faithful and self.training and self.embed_dropout:
+            values = self.embed(context)
         for layer in self.layers:
-            x = layer(x, context, mask)
+            x = layer(x, keys, values, mask)
         return self.norm(x)
 
 
@@ -145,8 +196,8 @@ class BiGRU(nn.Module):
     @torch.autocast("cuda", enabled=False)
     @torch.autocast("cpu", enabled=False)
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        # Recurrences run in float32 under mixed precision: cheap at these sizes, and cuDNN's RNNs lack bf16.
-        x = x.float()
+        # Recurrences run in their weights' dtype (float32 under mixed precision): cheap at these sizes, and cuDNN's RNNs lack bf16.
+        x = x.to(self.ahead[0].weight_ih_l0.dtype)
         steps = torch.arange(x.shape[1], device=x.device)[None, :]
         valid = (steps < lengths[:, None])[:, :, None]
         # Reversing within the length is its own inverse; padding steps stay in place.
@@ -213,25 +264,29 @@ class TFRNet(nn.Module):
             text_encoder.config.use_cache = False  # a decoder's key/value cache; BERT as an encoder has none to keep
             text_encoder.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         d, p = params.common_dim, params
+        if faithful:
+            check_upstream_heads(p, self.seq_lens)
+        # Upstream skips the projection of a modality whose features already have d dims.
         self.projections = nn.ModuleList(
-            nn.Conv1d(dim, d, kernel_size=k, padding=(k - 1) // 2, bias=False) for dim, k in zip(feature_dims, p.conv_kernels)
+            nn.Identity() if faithful and dim == d else nn.Conv1d(dim, d, kernel_size=k, padding=(k - 1) // 2, bias=False)
+            for dim, k in zip(feature_dims, p.conv_kernels)
         )
         # attn_dropout is (text, audio, vision): a cross-modal transformer uses the dropout of its key modality,
         # the intra-modal ones the text value, as upstream.
         intra_layers = max(p.nlevels, p.intra_layers)
         self.intra = nn.ModuleList(
-            TransformerEncoder(d, p.num_heads, intra_layers, p.attn_dropout[0], p, positions=True, drop_keys=not faithful)
+            TransformerEncoder(d, p.num_heads, intra_layers, p.attn_dropout[0], p, positions=True, faithful=faithful)
             for _ in MODALITIES
         )
         self.cross = nn.ModuleDict({
-            f"{query}_{key}": TransformerEncoder(d, p.num_heads, p.nlevels, p.attn_dropout[k], p, positions=True, drop_keys=not faithful)
+            f"{query}_{key}": TransformerEncoder(d, p.num_heads, p.nlevels, p.attn_dropout[k], p, positions=True, faithful=faithful)
             for q, query in enumerate(MODALITIES) for k, key in enumerate(MODALITIES) if k != q
         })
         self.reconstructors = nn.ModuleList(
             TransformerEncoder(
                 length,
                 p.num_temporal_head if faithful else largest_divisor_at_most(length, p.num_temporal_head),
-                intra_layers, p.attn_dropout[0], p, positions=False, drop_keys=not faithful,
+                intra_layers, p.attn_dropout[0], p, positions=False, faithful=faithful,
             )
             for length in self.seq_lens
         )
@@ -301,9 +356,11 @@ class TFRNet(nn.Module):
         text_keep, audio_keep, vision_keep (B, L) with 1 = valid and kept, read by the reconstruction loss only.
         Returns {"prediction": (B,), "recon_loss": (3,) per modality, unweighted}; without reconstruction
         (predicting only) the complete-text pass and the reconstruction are skipped and recon_loss is None."""
+        lengths = [batch["text_bert"][:, 1].sum(dim=1), batch["audio_lengths"], batch["vision_lengths"]]
+        if self.faithful:
+            check_upstream_lengths(lengths)
         text_m, text_target = self.text_inputs(batch, with_target=with_reconstruction)
         text_m = F.dropout(text_m, self.params.text_dropout, self.training)
-        lengths = [batch["text_bert"][:, 1].sum(dim=1), batch["audio_lengths"], batch["vision_lengths"]]
         inputs = [text_m, batch["audio_m"], batch["vision_m"]]
         targets = [text_target, batch["audio"], batch["vision"]]
         steps = [torch.arange(x.shape[1], device=x.device)[None, :] for x in inputs]
@@ -337,8 +394,9 @@ class TFRNet(nn.Module):
 
     def reconstruction_loss(self, prediction: torch.Tensor, target: torch.Tensor, missing: torch.Tensor) -> torch.Tensor:
         """SmoothL1 summed over the dropped valid positions / number of their elements (+ weighted CMD)."""
-        prediction, target = prediction.float(), target.float()
-        weights = missing[:, :, None].float().expand_as(prediction)
+        dtype = torch.promote_types(prediction.dtype, torch.float32)  # float32 at least, also under autocast
+        prediction, target = prediction.to(dtype), target.to(dtype)
+        weights = missing[:, :, None].to(dtype).expand_as(prediction)
         count = weights.sum() + 1e-4
         loss = F.smooth_l1_loss(prediction * weights, target * weights, reduction="sum") / count
         if self.params.weight_sim_loss:
@@ -353,6 +411,17 @@ class TFRNet(nn.Module):
         return loss
 
 
+def check_upstream_lengths(lengths: list[torch.Tensor]) -> None:
+    """Upstream packs every modality for its fusion GRUs, and pack_padded_sequence refuses empty sequences."""
+    empty = [name for name, length in zip(MODALITIES, lengths) if bool((length == 0).any())]
+    if empty:
+        raise ValueError(
+            f"faithful mode: the batch has samples with no {' and no '.join(empty)} steps (length 0); upstream "
+            "TFR-Net crashes on them (pack_padded_sequence: lengths must be greater than 0). Use the default mode, "
+            "which handles empty modalities, or drop those samples"
+        )
+
+
 def central_moment_discrepancy(x1: torch.Tensor, x2: torch.Tensor, moments: int = 3) -> torch.Tensor:
     """CMD (Zellinger et al.) between two sets of rows, as upstream's RECLoss 'combine' uses it."""
     mean1, mean2 = x1.mean(dim=0), x2.mean(dim=0)
@@ -362,3 +431,63 @@ def central_moment_discrepancy(x1: torch.Tensor, x2: torch.Tensor, moments: int 
     for k in range(2, moments + 1):
         total = total + distance(centred1.pow(k).mean(dim=0), centred2.pow(k).mean(dim=0))
     return total
+
+
+_MMSA_MODALITY = {"l": 0, "t": 0, "a": 1, "v": 2, "text": 0, "audio": 1, "vision": 2}
+_MMSA_CLASSIFIER = {"norm": 0, "hidden": 1, "final": 4}
+
+
+def from_mmsa_state_dict(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Tensors keyed by MMSA 2.2.1 TFR_NET names (its state dict, or its gradients by parameter name) under the
+    names of robustmm's faithful TFRNet: an MMSA checkpoint loads with `model.load_state_dict(...)`.
+
+    An AMIO checkpoint's leading `Model.` is dropped, and so are upstream's constant buffers (`version`, the
+    positions' dtype marker). BERT's tensors go to `text_encoder.` (a frozen-mode model, which holds no
+    encoder, loads with them removed)."""
+    mapped = {}
+    for name, tensor in tensors.items():
+        mapped.update(_from_mmsa_key(name.removeprefix("Model."), tensor))
+    return mapped
+
+
+def _from_mmsa_key(name: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
+    if name.startswith("text_model.model."):
+        return {"text_encoder." + name.removeprefix("text_model.model."): tensor}
+    if match := re.fullmatch(r"align_subnet\.Model\.proj_([lav])\.weight", name):
+        return {f"projections.{_MMSA_MODALITY[match[1]]}.weight": tensor}
+    if match := re.fullmatch(r"align_subnet\.Model\.trans_([lav])_(mem|final|with_([lav]))\.(.+)", name):
+        query = _MMSA_MODALITY[match[1]]
+        if match[2] == "mem":
+            prefix = f"intra.{query}"
+        elif match[2] == "final":
+            prefix = f"reconstructors.{query}"
+        else:
+            prefix = f"cross.{MODALITIES[query]}_{MODALITIES[_MMSA_MODALITY[match[3]]]}"
+        return {f"{prefix}.{key}": value for key, value in _from_mmsa_encoder_key(match[4], tensor).items()}
+    if match := re.fullmatch(r"generator_([tav])\.Model\.linear\.(weight|bias)", name):
+        return {f"back_projections.{_MMSA_MODALITY[match[1]]}.{match[2]}": tensor}
+    if match := re.fullmatch(r"fusion_subnet\.Model\.(text|audio|vision)_encoder\.gru\.gru\.(\w+)_l(\d+)(_reverse)?", name):
+        direction = "behind" if match[4] else "ahead"
+        return {f"fusion.{_MMSA_MODALITY[match[1]]}.gru.{direction}.{match[3]}.{match[2]}_l0": tensor}
+    if match := re.fullmatch(r"fusion_subnet\.Model\.(text|audio|vision)_encoder\.(cnn|fc)\.(weight|bias)", name):
+        part = {"cnn": "gate", "fc": "project"}[match[2]]
+        return {f"fusion.{_MMSA_MODALITY[match[1]]}.{part}.{match[3]}": tensor}
+    if match := re.fullmatch(r"fusion_subnet\.Model\.classifier\.linear_trans_(norm|hidden|final)\.(\w+)", name):
+        return {f"classifier.{_MMSA_CLASSIFIER[match[1]]}.{match[2]}": tensor}
+    raise KeyError(f"{name!r} is not a parameter or buffer of MMSA 2.2.1's TFR_NET")
+
+
+def _from_mmsa_encoder_key(name: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One key of upstream's TransformerEncoder (fairseq's MultiheadAttention: one (3 dim, dim) in-projection)."""
+    if name in ("version", "embed_positions._float_tensor"):
+        return {}
+    if name.startswith("layer_norm."):
+        return {"norm." + name.removeprefix("layer_norm."): tensor}
+    layer, rest = re.fullmatch(r"(layers\.\d+)\.(.+)", name).groups()
+    if match := re.fullmatch(r"self_attn\.in_proj_(weight|bias)", rest):
+        dim = tensor.shape[0] // 3
+        return {f"{layer}.query.{match[1]}": tensor[:dim], f"{layer}.key_value.{match[1]}": tensor[dim:]}
+    renamed = re.sub(r"^self_attn\.out_proj\.", "out.", rest)
+    renamed = re.sub(r"^layer_norms\.0\.", "norm_attn.", renamed)
+    renamed = re.sub(r"^layer_norms\.1\.", "norm_ff.", renamed)
+    return {f"{layer}.{renamed}": tensor}
