@@ -548,11 +548,12 @@ def train(
         "test": metrics.compute(preset.metric_family, predictions, tensors["test"]["labels"].numpy()),
         "history": state["history"], "config": dataclasses.asdict(config),
     }
+    text = json.dumps(result, indent=2)
     with feature_data.atomic_write(result_path) as file:  # its presence marks the run finished
-        file.write(json.dumps(result, indent=2).encode())
+        file.write(text.encode())
     last_path.unlink()
     text_cache.unlink(missing_ok=True)
-    return result
+    return json.loads(text)  # as a later reuse reads it (tuples become lists)
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data_path: str | Path, rate: float | None = None,

@@ -9,7 +9,8 @@ from robustmm.presets import TFRNetParams
 # thuiar/TFR-Net config/config_regression.py has no weight_sim_loss (its Storage reads a missing key as
 # False: CMD off) and models/missingTask/TFR_NET/alignment.py writes 25 reconstruction heads; EMT-DLFR's
 # alignment.py writes 1. MMSA 2.2.1 src/MMSA/config/config_regression.json gives both in its tfr_net entries.
-SIMS_REPO = dict(relu_dropout=0.0, embed_dropout=0.1, nlevels=2, cls_dropout=0.1, batch_size=16, recon_weights=(1.0, 0.01, 1e-4))
+SIMS_REPO = dict(relu_dropout=0.0, embed_dropout=0.1, nlevels=2, cls_dropout=0.1, batch_size=16, recon_weights=(1.0, 0.01, 1e-4),
+                 patience=10)
 UPSTREAM = {
     ("mosi", "tfr-net"): dict(learning_rate_bert=1e-5, learning_rate_other=2e-3, weight_sim_loss=0.0, num_temporal_head=25),
     ("mosi", "mmsa"): dict(learning_rate_bert=2e-6, learning_rate_other=1e-3, weight_sim_loss=5.0, num_temporal_head=25),
@@ -26,7 +27,7 @@ UPSTREAM = {
 SHARED = dict(common_dim=30, num_heads=6, conv_kernels=(1, 5, 3), intra_layers=3, attn_dropout=(0.2, 0.1, 0.0),
               res_dropout=0.2, text_dropout=0.2, fusion_hidden=(36, 20, 48), fusion_gru_layers=3, fusion_dropout=0.2,
               cls_hidden_dim=128, weight_decay_bert=1e-4, weight_decay_other=1e-3, grad_clip=0.8, early_stop=6,
-              update_epochs=4, max_epochs=None)
+              update_epochs=4, max_epochs=None, patience=5)
 
 
 @pytest.mark.parametrize("dataset, source", sorted(UPSTREAM))
