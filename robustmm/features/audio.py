@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from robustmm.features.base import AudioExtractor, register
+from robustmm.features.base import AudioExtractor, check_config, register
 from robustmm.features.decode import ClipError
 
 CHROMA_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
@@ -61,6 +61,9 @@ class LibrosaConfig:
     hop_length: int = 512
     n_mfcc: int = 20
 
+    def __post_init__(self):
+        check_config(self, positive=("sample_rate", "hop_length", "n_mfcc"))
+
 
 @register
 class LibrosaExtractor(AudioExtractor):
@@ -103,6 +106,9 @@ class OpensmileConfig:
     sample_rate: int = 16000
     feature_set: str = "eGeMAPSv02"
     functionals: bool = False  # True: one row of functionals per clip instead of 100 Hz low-level descriptors
+
+    def __post_init__(self):
+        check_config(self, positive=("sample_rate",))
 
 
 @register
@@ -159,6 +165,9 @@ class MfccConfig:
     window_seconds: float = 0.025
     hop_seconds: float = 0.01
     delta_orders: tuple[int, ...] = (1, 2)
+
+    def __post_init__(self):
+        check_config(self, positive=("sample_rate", "n_mfcc", "window_seconds", "hop_seconds", "delta_orders"))
 
 
 @register

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from robustmm.features.base import Extractor, register
+from robustmm.features.base import Extractor, check_config, register
 
 
 @dataclass
@@ -17,6 +17,9 @@ class BertConfig:
     max_length: int = 50  # L_t: tokens per clip including [CLS] and [SEP]
     batch_size: int = 64
     device: str = "auto"
+
+    def __post_init__(self):
+        check_config(self, positive=("max_length", "batch_size"))
 
 
 @register
