@@ -1,0 +1,50 @@
+"""A test-only extractor whose worker process dies on a chosen clip (imported by the spawned workers by name)."""
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from robustmm.features.base import FileExtractor, register
+
+
+@dataclass
+class CrashingConfig:
+    crash_clip: str = ""  # file name (without extension) of the clip whose worker dies
+    how: str = "segfault"  # segfault: SIGSEGV; exit: os._exit(3); hang: write the pid to marker_dir and sleep
+    marker_dir: str = ""  # segfault/exit: die only on the first attempt (a marker file remembers it)
+
+
+@register
+class CrashingExtractor(FileExtractor):
+    """One row per clip: the size of its file."""
+
+    name = "test-crashing"
+    modality = "audio"
+    version = 1
+    config_class = CrashingConfig
+
+    @property
+    def feature_names(self) -> list[str]:
+        return ["bytes"]
+
+    @property
+    def frame_rate(self) -> None:
+        return None
+
+    def extract_file(self, path: Path) -> tuple[np.ndarray, dict]:
+        if path.stem == self.config.crash_clip:
+            marker = Path(self.config.marker_dir) / f"{path.stem}.{os.getpid()}" if self.config.marker_dir else None
+            if self.config.how == "hang":
+                marker.touch()
+                time.sleep(600)
+            elif marker is None or not any(Path(self.config.marker_dir).glob(f"{path.stem}.*")):
+                if marker is not None:
+                    marker.touch()
+                if self.config.how == "exit":
+                    os._exit(3)
+                os.kill(os.getpid(), signal.SIGSEGV)
+        return np.array([[path.stat().st_size]], np.float32), {}
