@@ -3,6 +3,7 @@ rotated videos, truncation, stale transcripts, bad settings."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,10 +12,14 @@ import time
 from pathlib import Path
 
 import crashing_extractor  # noqa: F401 - registers the test-only extractor `test-crashing`
+import numpy as np
 import pytest
+from test_features_extractors import BLANK, FACE, make_clip
 
 from robustmm.cli import main
 from robustmm.features.base import create_extractor
+from robustmm.features.cache import FeatureCache, file_hash, text_hash, use_private_jit_cache
+from robustmm.features.dataset import read_dataset
 from robustmm.features.extract import extract, read_features
 
 REPO = Path(__file__).resolve().parents[1]
@@ -137,3 +142,84 @@ def test_workers_die_with_a_killed_stage(tmp_path):
         stage.kill()
         if worker is not None and _alive(worker):
             os.kill(worker, signal.SIGKILL)
+
+
+def test_two_workers_compile_librosa_into_a_fresh_numba_cache_without_crashing(tmp_path, monkeypatch):
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "numba"))  # the workers inherit it
+    root = tmp_path / "d"
+    lines = ["video_id,clip_id,text,label,mode"]
+    for index, tone in enumerate((220.0, 330.0, 440.0), start=1):
+        make_clip(root / "Raw" / "v" / f"{index}.mp4", frames=(BLANK,), fps=1, tone=tone)
+        lines.append(f"v,{index},words,0.5,train")
+    (root / "label.csv").write_text("\n".join(lines) + "\n")
+    runs = []
+    for run in ("one", "two"):
+        folder = tmp_path / run
+        report = extract(root, {"audio": ("librosa", {})}, {"audio": folder / "audio.pkl"}, folder / "cache", workers=2,
+                         progress=False)["audio"]
+        assert report["failures"] == []
+        runs.append((folder / "audio.pkl").read_bytes())
+    assert runs[0] == runs[1]
+    assert list((tmp_path / "numba").rglob("*.nbi")) and (tmp_path / "numba" / "robustmm.lock").is_file()
+
+
+def test_the_numba_cache_is_private_to_the_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    folder = use_private_jit_cache()
+    assert folder.parent == tmp_path / "robustmm" / "numba" and folder.is_dir()
+    assert os.environ["NUMBA_CACHE_DIR"] == str(folder)
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "mine"))
+    assert use_private_jit_cache() == tmp_path / "mine"  # the user's own setting wins
+
+
+SETTINGS = {"text": ("bert", {"max_length": 16}), "audio": ("mfcc", {}), "vision": ("mediapipe", {"fps": 5})}
+
+
+def write_face_clips(root: Path, rows) -> Path:
+    lines = ["video_id,clip_id,text,label,mode"]
+    for clip_id, text, tone in rows:
+        if not (root / "Raw" / "v" / f"{clip_id}.mp4").exists():
+            make_clip(root / "Raw" / "v" / f"{clip_id}.mp4", frames=(FACE,) * 3, tone=tone)
+        lines.append(f"v,{clip_id},{text},0.5,train")
+    (root / "label.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def face_dataset(tmp_path_factory):
+    root = write_face_clips(tmp_path_factory.mktemp("faces"), [("1", "a fine day", 220.0), ("2", "a dull day", 330.0)])
+    folder = tmp_path_factory.mktemp("first")
+    extract(root, SETTINGS, {m: folder / f"{m}.pkl" for m in SETTINGS}, folder / "cache", workers=1, progress=False)
+    return root, folder
+
+
+def _damage(path: Path, how: str) -> None:
+    content = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(content[: len(content) // 2])
+    elif how == "garbage":
+        path.write_bytes(np.random.default_rng(0).integers(0, 256, 500, dtype=np.uint8).tobytes())
+    else:  # a readable entry of the wrong shape (e.g. written by another version of an extractor)
+        np.savez(path, info=np.array('{"failure": null, "quality": {}}'), features=np.zeros((2, 3), np.float32),
+                 text_bert=np.zeros((3, 4), np.int64), text=np.zeros((4, 5), np.float32))
+
+
+@pytest.mark.parametrize(("modality", "how"), [("audio", "truncated"), ("vision", "garbage"), ("text", "truncated"),
+                                               ("text", "wrong shape"), ("vision", "wrong shape")])
+def test_a_damaged_cache_entry_is_named_and_extracted_again(face_dataset, tmp_path, capsys, modality, how):
+    root, first = face_dataset
+    shutil.copytree(first / "cache", tmp_path / "cache")
+    name, config = SETTINGS[modality]
+    clip = read_dataset(root)[1]
+    content = text_hash(clip.text) if modality == "text" else file_hash(clip.path)
+    entry = FeatureCache(tmp_path / "cache").entry(content, create_extractor(name, config))
+    assert entry.is_file()
+    _damage(entry, how)
+    extract(root, SETTINGS, {m: tmp_path / f"{m}.pkl" for m in SETTINGS}, tmp_path / "cache", workers=1, progress=False)
+    err = capsys.readouterr().err
+    assert f"warning: damaged cache entry {entry} ({modality} of clip v$_$2, {clip.path})" in err
+    assert "extracting it again" in err
+    for name in SETTINGS:
+        assert (tmp_path / f"{name}.pkl").read_bytes() == (first / f"{name}.pkl").read_bytes()
+    assert entry.read_bytes() == (first / "cache" / entry.relative_to(tmp_path / "cache")).read_bytes()
