@@ -7,7 +7,7 @@ Sequence lengths come from params.yaml (never from the data): the text length is
 import sys
 
 from robustmm.config import read_config_section
-from robustmm.features.assemble import assemble
+from robustmm.features.assemble import assemble, describe_truncation
 from robustmm.presets import MODALITIES
 
 
@@ -15,12 +15,14 @@ def main(dataset: str) -> None:
     lengths = read_config_section("params.yaml", "assemble.lengths")
     text_length = read_config_section("params.yaml", "extract.text")["max_length"]
     features = {modality: f"features/{dataset}/{modality}.pkl" for modality in MODALITIES}
-    assemble(
+    assembled = assemble(
         dataset_dir=f"raw/{dataset}",
         output=f"data/{dataset}.pkl",
         lengths=(text_length, lengths["audio"], lengths["vision"]),
         **features,
     )
+    for line in describe_truncation(assembled["meta"]):
+        print(f"{dataset} {line}")
 
 
 if __name__ == "__main__":

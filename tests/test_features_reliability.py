@@ -18,7 +18,10 @@ import numpy as np
 import pytest
 from test_features_extractors import BLANK, FACE, make_clip
 
+from robustmm import data
 from robustmm.cli import main
+from robustmm.data import FormatError
+from robustmm.features.assemble import assemble
 from robustmm.features.base import create_extractor
 from robustmm.features.cache import FeatureCache, file_hash, text_hash, use_private_jit_cache
 from robustmm.features.dataset import read_dataset
@@ -289,3 +292,43 @@ def test_a_rotated_clip_gives_the_pose_and_blendshapes_of_the_upright_one(rotate
     assert np.abs(features["sideways"][:, :52] - features["upright"][:, :52]).mean() < 0.03
     assert np.abs(features["sideways"][:, 52:55] - features["upright"][:, 52:55]).max() < 0.05  # pitch, yaw, roll (radians)
     assert abs(unturned[roll] - features["upright"][0, roll]) > 1.0  # ignoring the matrix: the face lies on its side
+
+
+def test_assemble_refuses_text_features_of_an_edited_transcript(face_dataset, tmp_path):
+    root, first = face_dataset
+    edited = tmp_path / "d"
+    shutil.copytree(root, edited)
+    write_face_clips(edited, [("1", "a fine day", 220.0), ("2", "a brilliant day", 330.0)])
+    media = {"audio": first / "audio.pkl", "vision": first / "vision.pkl"}
+    with pytest.raises(FormatError, match=r"transcript of 1 clip\(s\) changed in .*label.csv since the text was "
+                                          r"extracted \(v\$_\$2\): rerun extract text"):
+        assemble(edited, first / "text.pkl", output=tmp_path / "x.pkl", lengths=(16, 50, 3), **media)
+    shutil.copytree(first / "cache", tmp_path / "cache")
+    extract(edited, {"text": SETTINGS["text"]}, {"text": tmp_path / "text.pkl"}, tmp_path / "cache", progress=False)
+    assembled = assemble(edited, tmp_path / "text.pkl", output=tmp_path / "x.pkl", lengths=(16, 50, 3), **media)
+    assert assembled["train"]["raw_text"].tolist() == ["a fine day", "a brilliant day"]
+    old = read_features(first / "text.pkl")["text_bert"]
+    assert (assembled["train"]["text_bert"][0] == old[0]).all() and (assembled["train"]["text_bert"][1] != old[1]).any()
+
+
+def test_truncation_is_counted_per_clip_summarised_and_printed(face_dataset, tmp_path, capsys):
+    root, first = face_dataset
+    long = tmp_path / "d"
+    shutil.copytree(root, long)
+    write_face_clips(long, [("1", "honestly " * 20 + "a fine day", 220.0), ("2", "a dull day", 330.0)])
+    features = tmp_path / "features"
+    shutil.copytree(first / "cache", tmp_path / "cache")
+    extract(long, {"text": SETTINGS["text"]}, {"text": features / "text.pkl"}, tmp_path / "cache", progress=False)
+    for modality in ("audio", "vision"):
+        shutil.copy(first / f"{modality}.pkl", features / f"{modality}.pkl")
+    assert main(["assemble", "--dataset", str(long), "--features-dir", str(features), "--lengths", "16", "50", "2",
+                 "--output", str(tmp_path / "x.pkl")]) == 0
+    truncation = data.load(tmp_path / "x.pkl")["meta"]["truncation"]
+    assert truncation["text"] == {"unit": "tokens", "length": 16, "clips": 1, "lost": 9, "most": 9, "per_clip": {"v$_$1": 9}}
+    assert truncation["vision"] == {"unit": "frames", "length": 2, "clips": 2, "lost": 2, "most": 1,
+                                    "per_clip": {"v$_$1": 1, "v$_$2": 1}}
+    audio = read_features(first / "audio.pkl")["features"]
+    assert truncation["audio"]["per_clip"] == {"v$_$1": len(audio[0]) - 50, "v$_$2": len(audio[1]) - 50}
+    out = capsys.readouterr().out
+    assert "text: 1 clip(s) cut to 16 tokens, 9 tokens lost in all, at most 9 (v$_$1)" in out
+    assert "vision: 2 clip(s) cut to 2 frames, 2 frames lost in all, at most 1 (v$_$1)" in out

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from robustmm.config import read_config_section
-from robustmm.features.assemble import assemble
+from robustmm.features.assemble import assemble, describe_truncation
 from robustmm.features.extract import DEFAULT_MAX_FAILURE_SHARE, extract
 from robustmm.presets import MODALITIES
 
@@ -81,6 +81,8 @@ def cmd_assemble(args: argparse.Namespace) -> int:
     assembled = assemble(dataset_dir=dataset, output=output, lengths=lengths, **paths)
     sizes = ", ".join(f"{split} {len(assembled[split]['id'])}" for split in ("train", "valid", "test"))
     print(f"wrote {output}: {sizes}; {len(assembled['meta']['failures'])} modality failures")
+    for line in describe_truncation(assembled["meta"]):
+        print(f"  {line}")
     return 0
 
 

@@ -341,6 +341,14 @@ def _extract_text(clips: list[Clip], extractor: BertExtractor, cache: FeatureCac
     return results
 
 
+def _transcript_tokens(extractor: BertExtractor, clips: list[Clip]) -> list[int]:
+    """Tokens of each whole transcript with [CLS] and [SEP], before `max_length` cuts it (assemble reports the cut)."""
+    from robustmm.text_encoder import OFFLINE_ENCODER, TextEncoder
+
+    tokenizer = TextEncoder(extractor.config.model or OFFLINE_ENCODER, load_weights=False).tokenizer
+    return [len(ids) for ids in tokenizer([clip.text for clip in clips], verbose=False)["input_ids"]]
+
+
 def _report_path(output: Path) -> Path:
     return output.with_name(f"{output.stem}.report.json")
 
@@ -353,6 +361,8 @@ def _modality_output(modality: str, extractor: Extractor, clips: list[Clip], res
     features = {"kind": FEATURES_KIND, "modality": modality, "extractor": extractor.describe(), "ids": ids,
                 "failures": failures, "quality": quality}
     if modality == "text":
+        # assemble compares them with label.csv: token ids of an edited transcript must not pass for the new text
+        features["transcript_hashes"] = [text_hash(clip.text) for clip in clips]
         features["text_bert"] = np.stack([result.arrays["text_bert"] for result in results]).astype(np.int64)
         features["text"] = np.stack([result.arrays["text"] for result in results]).astype(np.float32)
     else:
@@ -434,6 +444,9 @@ def extract(
         results.update(_run_jobs(jobs, media_extractors, workers, progress, meanwhile=extract_text))
     else:
         extract_text()
+    if "text" in built:
+        tokens = _transcript_tokens(built["text"], clips)
+        text_results = [ClipResult(result.arrays, result.failure, {"tokens": count}) for result, count in zip(text_results, tokens)]
 
     reports, problems = {}, []
     for modality, extractor in built.items():
