@@ -151,16 +151,22 @@ def _worker_main(connection: Connection, specs: list[tuple[type[Extractor], obje
     """One worker process: load the extractors, then extract the jobs the parent sends until it sends None."""
     _die_with_parent(parent_pid)
     threadpool_limits(limits=1, user_api="blas")  # one core per worker, as in the serial run (see _run_jobs)
+    extractors = [cls(config) for cls, config in specs]
     try:
-        extractors = [cls(config) for cls, config in specs]
-        _load_extractors(extractors)
+        try:
+            _load_extractors(extractors)
+        except Exception as error:
+            raise RuntimeError(f"loading the extractors failed: {type(error).__name__}: {error}") from error
         connection.send(("ready", None))
         while (job := connection.recv()) is not None:
             connection.send(("done", _run_job(job, extractors)))
     except EOFError:  # the parent has gone
-        return
-    except Exception as error:
-        connection.send(("error", str(error) if isinstance(error, RuntimeError) else f"{type(error).__name__}: {error}"))
+        pass
+    except RuntimeError as error:  # _run_job names the clip
+        connection.send(("error", str(error)))
+    finally:
+        for extractor in extractors:
+            extractor.close()
 
 
 def _death_cause(exitcode: int | None) -> str:
@@ -232,8 +238,12 @@ class _WorkerPool:
                         bar.update(1)
                     worker.ready, worker.job, self.failed_starts = True, None, 0
                     if pending:
-                        worker.job = pending.popleft()
-                        worker.connection.send(worker.job)
+                        job = pending.popleft()
+                        try:
+                            worker.connection.send(job)
+                            worker.job = job
+                        except OSError:  # the worker is exiting: its death is handled when its sentinel fires
+                            pending.appendleft(job)
         finally:
             self._stop()
         return uncached
