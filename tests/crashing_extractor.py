@@ -16,6 +16,7 @@ class CrashingConfig:
     crash_clip: str = ""  # file name (without extension) of the clip whose worker dies
     how: str = "segfault"  # segfault: SIGSEGV; exit: os._exit(3); hang: write the pid to marker_dir and sleep
     marker_dir: str = ""  # segfault/exit: die only on the first attempt (a marker file remembers it)
+    after_clip: str = ""  # die only once this clip is extracted (and a second more): the other worker is idle then
 
 
 @register
@@ -36,15 +37,22 @@ class CrashingExtractor(FileExtractor):
         return None
 
     def extract_file(self, path: Path) -> tuple[np.ndarray, dict]:
+        markers = Path(self.config.marker_dir)
         if path.stem == self.config.crash_clip:
-            marker = Path(self.config.marker_dir) / f"{path.stem}.{os.getpid()}" if self.config.marker_dir else None
+            marker = markers / f"{path.stem}.{os.getpid()}" if self.config.marker_dir else None
             if self.config.how == "hang":
                 marker.touch()
                 time.sleep(600)
-            elif marker is None or not any(Path(self.config.marker_dir).glob(f"{path.stem}.*")):
+            elif marker is None or not any(markers.glob(f"{path.stem}.*")):
                 if marker is not None:
                     marker.touch()
+                if self.config.after_clip:
+                    while not (markers / f"done-{self.config.after_clip}").exists():
+                        time.sleep(0.05)
+                    time.sleep(1.0)
                 if self.config.how == "exit":
                     os._exit(3)
                 os.kill(os.getpid(), signal.SIGSEGV)
+        elif self.config.marker_dir:
+            (markers / f"done-{path.stem}").touch()
         return np.array([[path.stat().st_size]], np.float32), {}

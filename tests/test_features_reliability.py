@@ -93,12 +93,15 @@ def test_a_clip_whose_worker_keeps_dying_is_reported_failed_and_the_others_go_on
 
 def test_a_clip_whose_worker_died_once_is_extracted_in_a_fresh_worker(tmp_path, capsys):
     root = write_byte_clips(tmp_path / "d", 3)
-    (tmp_path / "markers").mkdir()
-    report = extract_bytes(root, tmp_path, {"crash_clip": "3", "how": "exit", "marker_dir": str(tmp_path / "markers")})
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    # Clip 3 dies once the other worker has nothing left to do: the retry must still reach a worker.
+    config = {"crash_clip": "3", "how": "exit", "marker_dir": str(markers), "after_clip": "2"}
+    report = extract_bytes(root, tmp_path, config)
     assert report["failures"] == []
     assert [rows.tolist() for rows in read_features(tmp_path / "audio.pkl")["features"]] == [[[1.0]], [[2.0]], [[3.0]]]
     assert "died (exit code 3); retrying it in a fresh worker" in capsys.readouterr().err
-    assert len(list((tmp_path / "markers").iterdir())) == 1
+    assert len(list(markers.glob("3.*"))) == 1
 
 
 def _alive(pid: int) -> bool:

@@ -214,6 +214,7 @@ class _WorkerPool:
         pending, attempts, uncached = deque(jobs), Counter(), {}
         try:
             while pending or any(worker.job for worker in self.workers):
+                self._dispatch(pending)
                 busy = sum(worker.job is not None for worker in self.workers)
                 while len(self.workers) < min(self.size, len(pending) + busy):
                     self._start()
@@ -237,16 +238,20 @@ class _WorkerPool:
                         uncached.update({(i, clip_id): result for i, result in results.items()})
                         bar.update(1)
                     worker.ready, worker.job, self.failed_starts = True, None, 0
-                    if pending:
-                        job = pending.popleft()
-                        try:
-                            worker.connection.send(job)
-                            worker.job = job
-                        except OSError:  # the worker is exiting: its death is handled when its sentinel fires
-                            pending.appendleft(job)
         finally:
             self._stop()
         return uncached
+
+    def _dispatch(self, pending: deque) -> None:
+        """Give each idle worker the next job (a job can come back to the queue when its worker died)."""
+        for worker in self.workers:
+            if worker.ready and worker.job is None and pending:
+                job = pending.popleft()
+                try:
+                    worker.connection.send(job)
+                    worker.job = job
+                except OSError:  # the worker is exiting: its death is handled when its sentinel fires
+                    pending.appendleft(job)
 
     def _on_death(self, worker: _Worker, pending: deque, attempts: Counter, uncached: dict, bar: tqdm) -> None:
         worker.process.join()
