@@ -4,21 +4,21 @@ Sequence lengths come from params.yaml (never from the data): the text length is
 `extract.text.max_length`, audio and vision lengths are `assemble.lengths`.
 """
 
-import sys
-
-from robustmm.config import read_config_section
+from robustmm.errors import run_stage
 from robustmm.features.assemble import assemble, describe_truncation
 from robustmm.presets import MODALITIES
+from robustmm.settings import load_params, stage_argument
 
 
 def main(dataset: str) -> None:
-    lengths = read_config_section("params.yaml", "assemble.lengths")
-    text_length = read_config_section("params.yaml", "extract.text")["max_length"]
+    params = load_params()
+    stage_argument("extract.datasets", dataset, params.extract.datasets)
+    lengths = params.assemble.lengths
     features = {modality: f"features/{dataset}/{modality}.pkl" for modality in MODALITIES}
     assembled = assemble(
         dataset_dir=f"raw/{dataset}",
         output=f"data/{dataset}.pkl",
-        lengths=(text_length, lengths["audio"], lengths["vision"]),
+        lengths=(params.extract.text.config.max_length, lengths.audio, lengths.vision),
         **features,
     )
     for line in describe_truncation(assembled["meta"]):
@@ -26,4 +26,4 @@ def main(dataset: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    run_stage(main)

@@ -5,28 +5,30 @@ under cache/features (keyed by clip content, extractor, config and version), so 
 or a crash extracts only what is missing.
 """
 
-import sys
-
-from robustmm.config import read_config_section
+from robustmm.errors import run_stage
 from robustmm.features.extract import extract_modality
+from robustmm.presets import MODALITIES
+from robustmm.settings import SettingsError, load_params, stage_argument
 
 
 def main(dataset: str, modality: str) -> None:
-    params = read_config_section("params.yaml", "extract")
-    config = dict(params[modality])
-    extractor = config.pop("extractor")
+    params = load_params()
+    stage_argument("extract.datasets", dataset, params.extract.datasets)
+    if modality not in MODALITIES:
+        raise SettingsError([f"modality {modality!r}: expected one of {', '.join(MODALITIES)}"])
+    chosen = getattr(params.extract, modality)
     report = extract_modality(
         f"raw/{dataset}",
         modality,
-        extractor,
-        config,
+        chosen.extractor,
+        chosen.options,
         cache_dir="cache/features",
-        workers=params["workers"],
+        workers=params.extract.workers,
         output=f"features/{dataset}/{modality}.pkl",
-        max_failure_share=params["max_failure_share"],
+        max_failure_share=params.extract.max_failure_share,
     )
-    print(f"{dataset} {modality} ({extractor}): {report['clips']} clips, {report['failed']} failed")
+    print(f"{dataset} {modality} ({chosen.extractor}): {report['clips']} clips, {report['failed']} failed")
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    run_stage(main)

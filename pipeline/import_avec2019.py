@@ -5,19 +5,17 @@ for it. The folder is `import_avec2019.datasets.<name>`; the other keys of that 
 of robustmm.avec2019.import_avec2019 (docs/avec2019.md).
 """
 
-import sys
-
 from robustmm.avec2019 import import_avec2019
-from robustmm.config import read_config_section
+from robustmm.errors import run_stage
+from robustmm.settings import load_params, stage_argument
 
 
 def main(name: str) -> None:
-    settings = dict(read_config_section("params.yaml", "import_avec2019"))
-    folder = settings.pop("datasets")[name]
-    settings["statistics"] = tuple(settings["statistics"])
-    report = import_avec2019(folder, f"data/{name}.pkl", **settings)
+    settings = load_params().import_avec2019
+    stage_argument("import_avec2019.datasets", name, settings.datasets)
+    report = import_avec2019(settings.datasets[name], f"data/{name}.pkl", **settings.import_arguments())
     print(report.summary())
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    run_stage(main)

@@ -6,29 +6,28 @@ Writes results.csv (one row per run), metrics.json (mean/std per rate and AUILC)
 robustness.png, and runs/ (each run's result; checkpoints are not kept).
 """
 
-import sys
-
 import torch
 
-from robustmm.config import read_config_section
+from robustmm.errors import run_stage
 from robustmm.experiments import sweep
+from robustmm.settings import load_params, stage_argument
 
 
 def main(dataset: str) -> None:
-    entry = read_config_section("params.yaml", f"datasets.{dataset}")
-    settings = dict(read_config_section("params.yaml", "sweep"))
-    threads = settings.pop("torch_threads")
-    if threads:
-        torch.set_num_threads(threads)
+    params = load_params()
+    stage_argument("datasets", dataset, params.datasets)
+    entry = params.datasets[dataset]
+    if params.sweep.torch_threads:
+        torch.set_num_threads(params.sweep.torch_threads)
     sweep(
-        entry["data"],
-        entry["preset"],
-        text_encoder=entry.get("text_encoder"),
+        entry.data,
+        entry.preset,
+        text_encoder=entry.text_encoder,
         out=f"results/{dataset}",
         keep_models=False,
-        **settings,
+        **params.sweep.sweep_arguments(),
     )
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    run_stage(main)

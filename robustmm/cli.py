@@ -1,4 +1,8 @@
-"""The `robustmm` command line."""
+"""The `robustmm` command line.
+
+A bad input or setting ends with `robustmm COMMAND: error: ...` and exit status 2 (robustmm.errors);
+`robustmm --debug COMMAND ...` shows the traceback instead.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import argparse
 import sys
 
 from robustmm import avec2019, data, demo, experiments, presets, synthetic
+from robustmm.errors import DEBUG_VARIABLE, report_errors
 from robustmm.features import cli as features_cli
 
 
@@ -43,6 +48,8 @@ def _int_triple(text: str) -> list[int]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="robustmm", description=__doc__)
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the traceback of an error (also {DEBUG_VARIABLE}=1, which reaches pipeline stages too)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     inspect = commands.add_parser("inspect", help="summarise and validate a .pkl feature file")
@@ -66,11 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.handler(args)
-    except (data.FormatError, ValueError, FileNotFoundError, RuntimeError) as error:
-        print(f"robustmm {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    return report_errors(f"robustmm {args.command}", args.handler, args, debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from robustmm.errors import UserError
+
 SPLITS = ("train", "valid", "test")
 META_KEY = "meta"
 
@@ -32,7 +34,7 @@ RANKS = {
 }
 
 
-class FormatError(ValueError):
+class FormatError(UserError):
     """A feature file that cannot be used; the message names the file and every problem found."""
 
     def __init__(self, path: str | os.PathLike, problems: list[str]):

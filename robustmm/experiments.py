@@ -1,29 +1,36 @@
 """The missing-rate sweep: one TFR-Net trained and tested per (rate, seed), then mean/std per rate and AUILC.
 
-Outputs in `out`: `runs/rate_<r>_seed_<s>/` (checkpoint and result.json of each run), `results.csv` (one row
-per run), `metrics.json` (flat keys for `dvc metrics show`), `robustness.csv` (metric mean/std vs rate, for
-`dvc plots show`) and `robustness.png`. Finished runs are skipped, so an interrupted sweep continues.
+Outputs in `out`: `runs/rate_<r>_seed_<s>/` (fingerprint, checkpoint and result.json of each run), `results.csv`
+(one row per run), `metrics.json` (flat keys for `dvc metrics show`), `robustness.csv` (metric mean/std vs
+rate, for `dvc plots show`) and `robustness.png`. Finished runs of the same fingerprint are reused and
+unfinished ones resumed, so an interrupted sweep continues.
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import math
 from pathlib import Path
 
+import torch
+
 from robustmm import metrics, report
-from robustmm.config import read_config_section
 from robustmm.device import resolve_device
 from robustmm.models.tfr_net import TEXT_MODES
-from robustmm.train import TEXT_TARGETS, RunConfig, evaluate_checkpoint, load_features, train
+from robustmm.settings import SweepCommandSettings, TrainCommandSettings, load_command_settings
+from robustmm.train import TEXT_TARGETS, RunConfig, data_sha256, evaluate_checkpoint, load_features, train
 
 MODEL_NAMES = ("tfr_net",)
 
 
+def rate_name(rate: float) -> str:
+    """`rate_0.001`: the shortest text that reads back as the same float, so distinct rates never share a name."""
+    return f"rate_{float(rate)!r}"
+
+
 def run_dir_name(rate: float, seed: int) -> str:
-    return f"rate_{rate:.2f}_seed_{seed}"
+    return f"{rate_name(rate)}_seed_{seed}"
 
 
 def sweep(
@@ -46,13 +53,15 @@ def sweep(
     progress: bool = True,
     metric_family: str | None = None,
     label_range: tuple[float, float] | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Train and test one model per (rate, seed) on the feature file `data`; returns the metrics.json dict.
 
     `rates` and `seeds` default to the preset's protocol; `epochs` caps the epochs (default: the preset's cap,
-    with early stopping); `model_dir` holds the per-run checkpoints (default `out/runs`); `keep_models=False`
+    with early stopping); `model_dir` holds the per-run folders (default `out/runs`); `keep_models=False`
     deletes each run's checkpoint once it is tested. `metric_family` and `label_range` describe a `custom`
-    dataset (default mosi metrics, labels in (-3, 3))."""
+    dataset (default mosi metrics, labels in (-3, 3)). A run folder made with other data, settings or
+    robustmm version is an error, or with `overwrite` trained afresh."""
     from robustmm.text_encoder import TextEncoder
 
     loaded, preset = load_features(data, dataset, metric_family, label_range)
@@ -60,10 +69,15 @@ def sweep(
     seeds = [int(seed) for seed in (preset.seeds if seeds is None else seeds)]
     if not rates or not seeds:
         raise ValueError("a sweep needs at least one rate and one seed")
+    for name, values in (("rate", rates), ("seed", seeds)):
+        repeated = sorted({value for value in values if values.count(value) > 1})
+        if repeated:
+            raise ValueError(f"{name} {', '.join(map(str, repeated))} listed twice: each run would count twice in the mean")
     out = Path(out)
     model_dir = Path(model_dir) if model_dir is not None else out / "runs"
     encoder = TextEncoder(text_encoder or preset.text_encoder, device=resolve_device(device), load_weights=text_mode == "frozen")
     complete_cache: dict = {}
+    data_hash = data_sha256(loaded)
     rows = []
     for rate in rates:
         for seed in seeds:
@@ -74,7 +88,7 @@ def sweep(
                 label_range=None if label_range is None else tuple(label_range),
             )
             run_dir = model_dir / run_dir_name(rate, seed)
-            result = train(loaded, preset, config, run_dir, encoder, complete_cache)
+            result = train(loaded, preset, config, run_dir, encoder, complete_cache, data_hash=data_hash, overwrite=overwrite)
             if not keep_models:
                 (run_dir / "best.pt").unlink(missing_ok=True)
             rows.append({"rate": rate, "seed": seed, "epochs": result["epochs"], "best_epoch": result["best_epoch"],
@@ -97,7 +111,7 @@ def write_outputs(rows: list[dict], out: Path, key_metrics: tuple[str, ...]) -> 
     pd.DataFrame(columns).to_csv(out / "robustness.csv", index=False)
 
     flat = {
-        f"rate_{rate:.2f}/{name}_{statistic}": getattr(curve, statistic)[index]
+        f"{rate_name(rate)}/{name}_{statistic}": getattr(curve, statistic)[index]
         for name, curve in by_metric.items()
         for index, rate in enumerate(rates)
         for statistic in ("mean", "std")
@@ -144,70 +158,67 @@ def _label_range(text: str) -> tuple[float, float]:
 
 
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:
+    # Defaults are None ("not given"): the settings schema (robustmm.settings) holds the defaults and checks
+    # every value, so that a flag, a --config key and a params.yaml key fail the same way.
     parser.add_argument("--data", required=True, help="the .pkl feature file")
     parser.add_argument("--dataset", required=True, help="preset: mosi, mosei, sims, simsv2, avec2019 or custom")
-    parser.add_argument("--text-mode", choices=TEXT_MODES, default="finetune", help="finetune BERT on corrupted ids, or frozen cached encoder outputs")
-    parser.add_argument("--text-encoder", default=None, help="Hugging Face name or local folder (default: the preset's)")
-    parser.add_argument("--text-target", choices=TEXT_TARGETS, default="encoder", help="frozen mode: complete-text target from the encoder or the file's `text`")
-    parser.add_argument("--simam", action="store_true", help="insert SimAM (see docs/training.md)")
-    parser.add_argument("--faithful", action="store_true", help="reproduce the upstream implementation's quirks")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--amp", action="store_true", help="mixed precision (bf16 where supported, else fp16 on CUDA)")
-    parser.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: the preset's cap; early stopping applies)")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: the preset's")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--metric-family", choices=metrics.FAMILIES, default=None,
-                        help="--dataset custom: metrics of mosi (default), sims or avec")
-    parser.add_argument("--label-range", type=_label_range, default=None, metavar="LOW,HIGH",
+    parser.add_argument("--text-mode", choices=TEXT_MODES, help="finetune BERT on corrupted ids (default), or frozen cached encoder outputs")
+    parser.add_argument("--text-encoder", help="Hugging Face name or local folder (default: the preset's)")
+    parser.add_argument("--text-target", choices=TEXT_TARGETS, help="frozen mode: complete-text target from the encoder (default) or the file's `text`")
+    parser.add_argument("--simam", action="store_true", default=None, help="insert SimAM (see docs/training.md)")
+    parser.add_argument("--faithful", action="store_true", default=None, help="reproduce the upstream implementation's quirks")
+    parser.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument("--amp", action="store_true", default=None, help="mixed precision (bf16 where supported, else fp16 on CUDA)")
+    parser.add_argument("--epochs", type=int, help="maximum epochs (default: the preset's cap; early stopping applies)")
+    parser.add_argument("--batch-size", type=int, help="default: the preset's")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
+    parser.add_argument("--metric-family", choices=metrics.FAMILIES, help="--dataset custom: metrics of mosi (default), sims or avec")
+    parser.add_argument("--label-range", type=_label_range, metavar="LOW,HIGH",
                         help="--dataset custom: the labels' scale, checked against the file (default -3,3)")
+    parser.add_argument("--overwrite", action="store_true", default=None,
+                        help="train afresh in a run folder made with other data, settings or robustmm version (default: refuse)")
 
 
-def _settings(args: argparse.Namespace) -> dict:
-    return {"text_mode": args.text_mode, "text_encoder": args.text_encoder, "text_target": args.text_target,
-            "simam": args.simam, "faithful": args.faithful, "device": args.device, "amp": args.amp,
-            "epochs": args.epochs, "batch_size": args.batch_size, "progress": not args.no_progress,
-            "metric_family": args.metric_family, "label_range": args.label_range}
+MODEL_FLAGS = ("text_mode", "text_encoder", "text_target", "simam", "faithful", "device", "amp", "epochs", "batch_size",
+               "metric_family", "label_range")
+
+
+def _flags(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, tuple[str, object]]:
+    """The settings given as flags: {key: (flag, value)}, value None when the flag was not given."""
+    flags = {name: ("--" + name.replace("_", "-"), getattr(args, name)) for name in names}
+    flags["progress"] = ("--no-progress", args.progress)
+    if "keep_models" in names:
+        flags["keep_models"] = ("--no-keep-models", args.keep_models)
+    return flags
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    flags = {**_settings(args), "rates": args.rates, "seeds": args.seeds, "out": args.out,
-             "model_dir": args.model_dir, "keep_models": not args.no_keep_models}
-    # The config section first; a flag changed from its default (the same as sweep()'s) wins over it.
-    defaults = {name: parameter.default for name, parameter in inspect.signature(sweep).parameters.items()}
-    settings = {**flags, **settings_from_config(args.config, args.section)} if args.config else flags
-    settings.update({name: value for name, value in flags.items() if value != defaults[name]})
-    flat = sweep(args.data, args.dataset, **settings)
+    names = (*MODEL_FLAGS, "rates", "seeds", "out", "model_dir", "keep_models", "torch_threads", "overwrite")
+    settings = load_command_settings(SweepCommandSettings, args.config, args.section, _flags(args, names))
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    flat = sweep(args.data, args.dataset, **settings.sweep_arguments())
     for key in sorted(flat):
         if key.startswith("auilc/"):
             print(f"{key}: {flat[key]:.4f}")
-    print(f"wrote {Path(settings['out']) / 'results.csv'}, metrics.json, robustness.csv, robustness.png")
+    print(f"wrote {Path(settings.out) / 'results.csv'}, metrics.json, robustness.csv, robustness.png")
     return 0
-
-
-def settings_from_config(path: str | Path, section: str) -> dict:
-    """The keyword arguments of `sweep` stored under `section` of a YAML/JSON file (dots for nesting: train.sweep)."""
-    node = read_config_section(path, section)
-    allowed = set(inspect.signature(sweep).parameters) - {"data", "dataset"}
-    unknown = sorted(set(node) - allowed)
-    if unknown:
-        raise ValueError(f"{path}: section {section!r} has unknown settings {', '.join(unknown)} (known: {', '.join(sorted(allowed))})")
-    return dict(node)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from robustmm.text_encoder import TextEncoder
 
-    loaded, preset = load_features(args.data, args.dataset, args.metric_family, args.label_range)
-    settings = _settings(args)
-    encoder = TextEncoder(settings["text_encoder"] or preset.text_encoder, device=resolve_device(args.device),
-                          load_weights=args.text_mode == "frozen")
+    settings = load_command_settings(TrainCommandSettings, None, "", _flags(args, (*MODEL_FLAGS, "rate", "seed", "out", "overwrite")))
+    loaded, preset = load_features(args.data, args.dataset, settings.metric_family, settings.label_range)
+    encoder = TextEncoder(settings.text_encoder or preset.text_encoder, device=resolve_device(settings.device),
+                          load_weights=settings.text_mode == "frozen")
     config = RunConfig(
-        dataset=args.dataset, rate=args.rate, seed=args.seed, text_mode=args.text_mode, text_encoder=encoder.name,
-        text_target=args.text_target, simam=args.simam, faithful=args.faithful, device=args.device, amp=args.amp,
-        max_epochs=args.epochs, batch_size=args.batch_size, progress=not args.no_progress,
-        metric_family=args.metric_family, label_range=args.label_range,
+        dataset=args.dataset, rate=settings.rate, seed=settings.seed, text_mode=settings.text_mode,
+        text_encoder=encoder.name, text_target=settings.text_target, simam=settings.simam, faithful=settings.faithful,
+        device=settings.device, amp=settings.amp, max_epochs=settings.epochs, batch_size=settings.batch_size,
+        progress=settings.progress, metric_family=settings.metric_family, label_range=settings.label_range,
     )
-    result = train(loaded, preset, config, args.out, encoder)
+    result = train(loaded, preset, config, settings.out, encoder, overwrite=settings.overwrite)
     print(json.dumps({"rate": result["rate"], "seed": result["seed"], "best_epoch": result["best_epoch"], **result["test"]}, indent=2))
     return 0
 
@@ -224,19 +235,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def register(commands) -> None:
     train_parser = commands.add_parser("train", help="train and test TFR-Net at one missing rate and seed")
     _add_model_flags(train_parser)
-    train_parser.add_argument("--rate", type=float, default=0.0, help="missing rate of every modality and split")
-    train_parser.add_argument("--seed", type=int, default=1111, help="training and mask seed")
-    train_parser.add_argument("--out", default="results/train", help="run folder (checkpoints, result.json); resumes if interrupted")
+    train_parser.add_argument("--rate", type=float, help="missing rate of every modality and split (default 0)")
+    train_parser.add_argument("--seed", type=int, help="training and mask seed (default 1111)")
+    train_parser.add_argument("--out", help="run folder (checkpoints, result.json; default results/train); resumes if interrupted")
     train_parser.set_defaults(handler=cmd_train)
 
     sweep_parser = commands.add_parser("sweep", help="train and test one model per (missing rate, seed); table, metrics, figure")
     _add_model_flags(sweep_parser)
-    sweep_parser.add_argument("--rates", type=_floats, default=None, help="comma-separated, e.g. 0,0.5 (default: the preset's grid)")
-    sweep_parser.add_argument("--seeds", type=_ints, default=None, help="comma-separated (default: 111,1111,11111)")
-    sweep_parser.add_argument("--out", default="results/sweep", help="output folder")
-    sweep_parser.add_argument("--model-dir", default=None, help="checkpoint folder (default: OUT/runs)")
-    sweep_parser.add_argument("--no-keep-models", action="store_true", help="delete each run's checkpoint after testing")
-    sweep_parser.add_argument("--config", default=None, help="YAML/JSON file holding the settings (flags override it)")
+    sweep_parser.add_argument("--rates", type=_floats, help="comma-separated, e.g. 0,0.5 (default: the preset's grid)")
+    sweep_parser.add_argument("--seeds", type=_ints, help="comma-separated (default: 111,1111,11111)")
+    sweep_parser.add_argument("--out", help="output folder (default results/sweep)")
+    sweep_parser.add_argument("--model-dir", help="checkpoint folder (default: OUT/runs)")
+    sweep_parser.add_argument("--no-keep-models", dest="keep_models", action="store_false", default=None,
+                              help="delete each run's checkpoint after testing")
+    sweep_parser.add_argument("--torch-threads", type=int, help="CPU threads for PyTorch (default: one per core)")
+    sweep_parser.add_argument("--config", help="YAML/JSON file holding the settings (flags override it)")
     sweep_parser.add_argument("--section", default="sweep", help="dotted section of --config (default sweep)")
     sweep_parser.set_defaults(handler=cmd_sweep)
 

@@ -7,6 +7,7 @@ over seeds (mean and population std, as MMSA) and integrates each metric over th
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +39,9 @@ def read_runs(path: str | Path) -> list[dict[str, float]]:
     if missing:
         raise ValueError(f"{path}: no column {', '.join(sorted(missing))} (columns: {', '.join(rows[0])})")
     try:
-        return [{key: float(value) for key, value in row.items() if value not in ("", None)} for row in rows]
+        # An empty cell is an undefined metric (pandas writes NaN so, e.g. Corr of constant predictions).
+        return [{key: float(value) if value != "" else math.nan for key, value in row.items() if value is not None}
+                for row in rows]
     except ValueError as error:
         raise ValueError(f"{path}: a value is not a number ({error})") from None
 
@@ -69,14 +72,19 @@ def shown_metrics(columns, by_family: dict[str, list[str]], source: str = "runs"
     raise ValueError(f"{source}: its metrics ({', '.join(columns)}) match none of {by_family}")
 
 
+def shown(value: float) -> str:
+    """Four decimals, or n/a for an undefined value (NaN: e.g. Corr of constant predictions)."""
+    return "n/a" if math.isnan(value) else f"{value:.4f}"
+
+
 def summary_table(results: dict[str, dict[str, Curve]]) -> str:
     """Markdown: per dataset and metric, the value at the lowest and the highest rate and the AUILC."""
     lines = ["| dataset | metric | at rate 0 | at the largest rate | AUILC |", "|---|---|---|---|---|"]
     for dataset, by_metric in results.items():
         for name, curve in by_metric.items():
-            first = f"{curve.mean[0]:.4f} ± {curve.std[0]:.4f} (r={curve.rates[0]:g})"
-            last = f"{curve.mean[-1]:.4f} ± {curve.std[-1]:.4f} (r={curve.rates[-1]:g})"
-            lines.append(f"| {dataset} | {name} | {first} | {last} | {curve.auilc:.4f} |")
+            first = f"{shown(curve.mean[0])} ± {shown(curve.std[0])} (r={curve.rates[0]:g})"
+            last = f"{shown(curve.mean[-1])} ± {shown(curve.std[-1])} (r={curve.rates[-1]:g})"
+            lines.append(f"| {dataset} | {name} | {first} | {last} | {shown(curve.auilc)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -97,9 +105,11 @@ def plot(results: dict[str, dict[str, Curve]], path: str | Path) -> None:
                 continue
             name, curve = list(by_metric.items())[column]
             rates, mean, std = (np.asarray(values) for values in (curve.rates, curve.mean, curve.std))
-            axis.plot(rates, mean, marker="o")
-            axis.fill_between(rates, mean - std, mean + std, alpha=0.25)
-            axis.set_title(f"{dataset}: {name} (AUILC {curve.auilc:.3f})", fontsize=9)
+            defined = np.isfinite(mean)  # undefined points are left out, not drawn as zero
+            axis.plot(rates[defined], mean[defined], marker="o")
+            axis.fill_between(rates[defined], (mean - std)[defined], (mean + std)[defined], alpha=0.25)
+            auilc = "n/a" if math.isnan(curve.auilc) else f"{curve.auilc:.3f}"
+            axis.set_title(f"{dataset}: {name} (AUILC {auilc})", fontsize=9)
             axis.set_xlabel("missing rate")
             axis.grid(alpha=0.3)
     figure.tight_layout()
@@ -117,7 +127,7 @@ def write_plot_data(results: dict[str, dict[str, Curve]], folder: Path) -> None:
             with open(folder / f"{dataset}_{name}.csv", "w", newline="", encoding="utf-8") as handle:
                 writer = csv.writer(handle, lineterminator="\n")
                 writer.writerow((RATE_COLUMN, "mean", "std"))
-                writer.writerows(zip(curve.rates, curve.mean, curve.std))
+                writer.writerows(row for row in zip(curve.rates, curve.mean, curve.std) if not math.isnan(row[1]))
 
 
 def write_report(runs_tables: dict[str, str | Path], by_family: dict[str, list[str]], out_dir: str | Path) -> dict:

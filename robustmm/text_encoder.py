@@ -59,6 +59,11 @@ class TextEncoder:
         return int(self.config.hidden_size)
 
     @property
+    def max_positions(self) -> int:
+        """The longest token sequence the model takes."""
+        return int(getattr(self.config, "max_position_embeddings", None) or self.tokenizer.model_max_length)
+
+    @property
     def unk_id(self) -> int:
         return int(self.tokenizer.unk_token_id)
 

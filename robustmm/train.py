@@ -3,15 +3,19 @@
 One run: simulate missing features with `seed` at `rate` on every split, train with L1 on the prediction plus
 the weighted reconstruction loss from epoch 2, early-stop on the validation loss (with a maximum number of
 epochs), reload the best checkpoint and test. `last.pt` is written after every epoch, so a run that is
-interrupted resumes where it stopped; `result.json` marks a finished run.
+interrupted resumes where it stopped; `result.json` marks a finished run. `run.json` records the run's
+fingerprint (data, settings, preset, robustmm version): a folder is resumed or reused only when it matches.
+Checkpoints hold tensors and plain data only and are read with `weights_only=True`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
+import pickle
 import random
 import time
 from dataclasses import dataclass
@@ -21,9 +25,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from robustmm import __version__
 from robustmm import data as feature_data
 from robustmm import metrics
 from robustmm.device import resolve_device
+from robustmm.errors import UserError
 from robustmm.missing import simulate_missing
 from robustmm.models.tfr_net import TEXT_MODES, TFRNet
 from robustmm.presets import Preset, custom_preset, get_preset
@@ -60,6 +66,9 @@ class RunConfig:
             raise ValueError("text_target 'file' needs text_mode 'frozen' (finetune re-encodes the text every step)")
         if not 0.0 <= self.rate <= 1.0:
             raise ValueError(f"missing rate {self.rate} is outside [0, 1]")
+        for name, value in (("max_epochs", self.max_epochs), ("batch_size", self.batch_size)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} {value!r}: expected a whole number of at least 1 (or none for the preset's)")
 
 
 # ---------------------------------------------------------------------------------------------- the data
@@ -72,13 +81,14 @@ def load_features(path: str | Path, dataset: str, metric_family: str | None = No
     `custom`: lengths and dims from the file, metric family `metric_family` (default mosi) and labels that
     must lie in `label_range` (default (-3, 3))."""
     loaded = feature_data.load(path)
+    check_split_sizes(loaded, path)
     train = loaded["train"]
     seq_lens = (train["text_bert"].shape[2], train["audio"].shape[1], train["vision"].shape[1])
     dims = (train["text"].shape[2] if "text" in train else 768, train["audio"].shape[2], train["vision"].shape[2])
     if dataset == "custom":
         preset = custom_preset("custom", seq_lens=seq_lens, feature_dims=dims, metric_family=metric_family or "mosi",
                                label_range=label_range or (-3.0, 3.0))
-        check_label_range(loaded, preset.label_range, path)
+        check_label_range(loaded, preset, path, "set --label-range LOW,HIGH to the labels' scale")
         return loaded, preset
     if metric_family is not None or label_range is not None:
         raise ValueError(f"metric family and label range are set by the {dataset} preset; they apply to --dataset custom only")
@@ -90,21 +100,40 @@ def load_features(path: str | Path, dataset: str, metric_family: str | None = No
     ]
     if problems:
         raise feature_data.FormatError(path, problems + ["use --dataset custom to take the dims from the file"])
+    check_label_range(loaded, preset, path,
+                      "for labels on another scale use --dataset custom with --label-range LOW,HIGH and --metric-family")
     return loaded, preset
 
 
-def check_label_range(loaded: dict, label_range: tuple[float, float], path: str | Path) -> None:
-    low, high = label_range
-    if not low < high:
-        raise ValueError(f"label range {low},{high}: the low end must be below the high end")
+# The fewest rows of each split and what needs them (a training batch of one cannot pass BatchNorm).
+SPLIT_NEEDS = {"train": (2, "training"), "valid": (1, "early stopping"), "test": (1, "testing")}
+
+
+def check_split_sizes(loaded: dict, path: str | Path) -> None:
     problems = [
-        f"{name}/regression_labels span {labels.min():g}..{labels.max():g}, outside the label range {low:g},{high:g}"
-        for name in feature_data.SPLITS
-        for labels in [np.asarray(loaded[name]["regression_labels"], dtype=np.float64)]
-        if len(labels) and (labels.min() < low or labels.max() > high)
+        f"the {name} split has {rows} rows; {purpose} needs at least {fewest}"
+        for name, (fewest, purpose) in SPLIT_NEEDS.items()
+        for rows in [len(loaded[name]["regression_labels"])]
+        if rows < fewest
     ]
     if problems:
-        raise feature_data.FormatError(path, problems + ["set --label-range LOW,HIGH to the labels' scale"])
+        raise feature_data.FormatError(path, problems)
+
+
+def check_label_range(loaded: dict, preset: Preset, path: str | Path, advice: str) -> None:
+    """Every split's labels within the preset's range: labels on another scale give silently wrong metrics."""
+    low, high = preset.label_range
+    if not low < high:
+        raise ValueError(f"label range {low},{high}: the low end must be below the high end")
+    scale = "the label range" if preset.name == "custom" else f"the {preset.name} preset's label range"
+    problems = [
+        f"{name}/regression_labels span {labels.min():g}..{labels.max():g}, outside {scale} {low:g},{high:g}"
+        for name in feature_data.SPLITS
+        for labels in [np.asarray(loaded[name]["regression_labels"], dtype=np.float64)]
+        if labels.min() < low or labels.max() > high
+    ]
+    if problems:
+        raise feature_data.FormatError(path, problems + [advice])
 
 
 def corrupt(split: dict, rate: float, seed: int, unk_id: int) -> dict:
@@ -203,6 +232,139 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+# ------------------------------------------------------------------------------- run folders and checkpoints
+
+# RunConfig fields that cannot change a run's result: a run may resume on another device, without bars.
+DISPLAY_ONLY = ("progress", "device")
+# Preset fields that belong to a sweep or to the reader, not to one run.
+NOT_OF_ONE_RUN = ("notes", "missing_rates", "seeds")
+# The files a run writes in its folder; overwriting a run deletes exactly these.
+RUN_FILES = ("run.json", "result.json", "last.pt", "best.pt", "text_features.npz")
+
+
+class RunMismatchError(UserError):
+    """A run folder made with other data, settings or robustmm version than the run asked for."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be read, or holds more than tensors and plain data."""
+
+
+def data_sha256(loaded: dict) -> str:
+    """SHA-256 of what a run trains and tests on: every split's keys, dtypes, shapes and values."""
+    digest = hashlib.sha256()
+    for name in feature_data.SPLITS:
+        for key in sorted(loaded[name]):
+            array = np.asarray(loaded[name][key])
+            digest.update(f"{name}/{key} {array.dtype.str} {array.shape}\n".encode())
+            if array.dtype == object:
+                digest.update("\x1f".join(map(str, array.ravel())).encode())
+            else:
+                digest.update(np.ascontiguousarray(array).data)
+    return digest.hexdigest()
+
+
+def run_fingerprint(preset: Preset, config: RunConfig, data_hash: str) -> dict:
+    """What a run's result depends on, as JSON data: the data, every setting, the preset and the code version.
+
+    Built from the whole RunConfig and Preset, so a field added to either is covered without listing it."""
+    settings = {key: value for key, value in dataclasses.asdict(config).items() if key not in DISPLAY_ONLY}
+    preset_fields = {key: value for key, value in dataclasses.asdict(preset).items() if key not in NOT_OF_ONE_RUN}
+    fingerprint = {"robustmm": __version__, "data_sha256": data_hash, "settings": settings, "preset": preset_fields}
+    return json.loads(json.dumps(fingerprint))  # tuples as lists: the form run.json reads back
+
+
+_ABSENT = object()
+
+
+def _shown(value) -> str:
+    return "(not recorded)" if value is _ABSENT else json.dumps(value)
+
+
+def fingerprint_differences(recorded: dict, current: dict, prefix: str = "") -> list[str]:
+    """What differs between two fingerprints, one readable line per difference."""
+    differences = []
+    for key in sorted(set(recorded) | set(current)):
+        old, new, name = recorded.get(key, _ABSENT), current.get(key, _ABSENT), prefix + key
+        if isinstance(old, dict) and isinstance(new, dict):
+            differences += fingerprint_differences(old, new, f"{name}.")
+        elif old == new:
+            continue
+        elif name == "data_sha256":
+            differences.append(f"the data changed (feature sha256 {str(old)[:12]}... recorded, {new[:12]}... now)")
+        elif name == "robustmm":
+            differences.append(f"made by robustmm {old}, this is robustmm {new}")
+        else:
+            kind, _, field = name.partition(".")
+            differences.append(f"{'setting' if kind == 'settings' else kind} {field}: {_shown(old)} recorded, {_shown(new)} now")
+    return differences
+
+
+def claim_run_dir(run_dir: Path, fingerprint: dict, overwrite: bool) -> None:
+    """Make `run_dir` this run's folder: new, or made with the same fingerprint (resumed or reused), or, with
+    `overwrite`, cleared of another run's files. Another run's folder without `overwrite` is an error."""
+    record = run_dir / "run.json"
+    if record.exists():
+        try:
+            recorded = json.loads(record.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            recorded = None
+        readable = isinstance(recorded, dict)
+        differences = fingerprint_differences(recorded, fingerprint) if readable else ["its run.json is not a fingerprint"]
+    elif any((run_dir / name).exists() for name in RUN_FILES):
+        differences = ["it has no run.json (made by an older robustmm or by hand)"]
+    else:
+        differences = []
+    if differences and not overwrite:
+        raise RunMismatchError(
+            f"{run_dir}: holds a different run, so it is not reused or resumed: " + "; ".join(differences)
+            + "; choose another output folder, or train afresh in it with --overwrite (sweep setting overwrite: true)"
+        )
+    if differences:
+        for name in RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
+    if not record.exists():
+        with feature_data.atomic_write(record) as file:
+            file.write(json.dumps(fingerprint, indent=2).encode())
+
+
+def save_checkpoint(checkpoint: dict, path: Path) -> None:
+    # Atomic, so that a run killed while saving still resumes from the previous epoch.
+    with feature_data.atomic_write(path) as file:
+        torch.save(checkpoint, file)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A checkpoint's tensors and plain data, on the CPU; a file that would run code when unpickled is refused."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except pickle.UnpicklingError as error:
+        reason = str(error).partition("WeightsUnpickler error:")[2]
+        reason = " ".join(reason.split("Please use")[0].split("Check the documentation")[0].split()) or "not a checkpoint"
+        raise CheckpointError(f"{path}: refused to load: checkpoints may hold only tensors and plain data ({reason})") from None
+    except (RuntimeError, EOFError, OSError) as error:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from None
+
+
+def rng_states(generator: torch.Generator) -> dict:
+    """Every random generator's state as tensors and plain data (numpy's key as a list of ints)."""
+    numpy_state = np.random.get_state(legacy=False)
+    numpy_state["state"]["key"] = numpy_state["state"]["key"].tolist()
+    return {"generator": generator.get_state(), "torch": torch.get_rng_state(), "numpy": numpy_state,
+            "python": random.getstate()}
+
+
+def restore_rng_states(states: dict, generator: torch.Generator) -> None:
+    generator.set_state(states["generator"])
+    torch.set_rng_state(states["torch"])
+    numpy_state = states["numpy"]
+    numpy_state["state"]["key"] = np.asarray(numpy_state["state"]["key"], dtype=np.uint32)
+    np.random.set_state(numpy_state)
+    random.setstate(states["python"])
+
+
 # ----------------------------------------------------------------------------------------- the loop
 
 
@@ -273,21 +435,24 @@ def prepare_splits(loaded: dict, config: RunConfig, encoder, complete_cache: dic
 
 
 def train(
-    loaded: dict, preset: Preset, config: RunConfig, run_dir: str | Path, encoder, complete_cache: dict | None = None
+    loaded: dict, preset: Preset, config: RunConfig, run_dir: str | Path, encoder, complete_cache: dict | None = None,
+    *, data_hash: str | None = None, overwrite: bool = False,
 ) -> dict:
     """Train, early-stop, reload the best checkpoint and test; returns (and writes) `result.json`.
 
-    `encoder` is a robustmm.text_encoder.TextEncoder; `complete_cache` shares frozen complete-text features
-    between the runs of a sweep."""
+    `run_dir` is reused (its result.json returned) or resumed (from last.pt) only when its run.json holds this
+    run's fingerprint; another run's folder raises RunMismatchError, or with `overwrite` is cleared and trained
+    afresh. `encoder` is a robustmm.text_encoder.TextEncoder; `complete_cache` shares frozen complete-text
+    features and `data_hash` (data_sha256(loaded)) the data's fingerprint between the runs of a sweep."""
     run_dir = Path(run_dir)
+    claim_run_dir(run_dir, run_fingerprint(preset, config, data_hash or data_sha256(loaded)), overwrite)
     result_path = run_dir / "result.json"
     if result_path.exists():
         return json.loads(result_path.read_text())
-    run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
     p = preset.tfr_net
-    max_epochs = config.max_epochs or p.max_epochs
-    batch_size = config.batch_size or p.batch_size
+    max_epochs = p.max_epochs if config.max_epochs is None else config.max_epochs
+    batch_size = p.batch_size if config.batch_size is None else config.batch_size
 
     seed_everything(config.seed)
     # Frozen encoder outputs stay on disk until the run finishes (MOSI with bert-base: 0.7 GB).
@@ -303,16 +468,15 @@ def train(
     state = {"epoch": 0, "best_valid": math.inf, "best_epoch": 0, "bad_epochs": 0, "history": [], "train_seconds": 0.0}
     checkpoint_meta = {"config": dataclasses.asdict(config), "preset": preset.name, "seq_lens": seq_lens, "feature_dims": feature_dims}
 
-    last_path = run_dir / "last.pt"
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     if last_path.exists():
-        last = torch.load(last_path, map_location=device, weights_only=False)
+        last = load_checkpoint(last_path)
         model.load_state_dict(last["model"])
         optimizer.load_state_dict(last["optimizer"])
+        if last["scaler"] and scaler.is_enabled():
+            scaler.load_state_dict(last["scaler"])
         state = last["state"]
-        generator.set_state(last["rng"]["generator"])
-        torch.set_rng_state(last["rng"]["torch"])
-        np.random.set_state(last["rng"]["numpy"])
-        random.setstate(last["rng"]["python"])
+        restore_rng_states(last["rng"], generator)
 
     while state["epoch"] < max_epochs and state["bad_epochs"] < p.early_stop:
         epoch = state["epoch"] + 1
@@ -324,16 +488,16 @@ def train(
         state["epoch"] = epoch
         if valid_loss < state["best_valid"]:
             state.update(best_valid=valid_loss, best_epoch=epoch, bad_epochs=0)
-            with feature_data.atomic_write(run_dir / "best.pt") as file:
-                torch.save({"model": model.state_dict(), "epoch": epoch, **checkpoint_meta}, file)
+            save_checkpoint({"model": model.state_dict(), "epoch": epoch, **checkpoint_meta}, best_path)
         else:
             state["bad_epochs"] += 1
-        rng = {"generator": generator.get_state(), "torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-        # Atomic, so that a run killed while saving still resumes from the previous epoch.
-        with feature_data.atomic_write(last_path) as file:
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state, "rng": rng}, file)
+        save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                         "state": state, "rng": rng_states(generator)}, last_path)
 
-    model.load_state_dict(torch.load(run_dir / "best.pt", map_location=device, weights_only=False)["model"])
+    if not best_path.exists():
+        losses = ", ".join(f"{entry['valid_loss']:g}" for entry in state["history"])
+        raise RuntimeError(f"{run_dir}: no epoch reached a finite validation loss ({losses}): nothing to test")
+    model.load_state_dict(load_checkpoint(best_path)["model"])
     predictions = predict(model, tensors["test"], batch_size, device, config.amp)
     result = {
         "rate": config.rate, "seed": config.seed, "best_epoch": state["best_epoch"], "epochs": state["epoch"],
@@ -353,7 +517,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data_path: str | Path, rate: flo
     """Metrics of a saved best checkpoint on one split of a feature file, at the run's (or the given) rate and seed."""
     from robustmm.text_encoder import TextEncoder
 
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    saved = load_checkpoint(checkpoint)
     config = RunConfig(**{**saved["config"], "device": device, "progress": False})
     config.rate = config.rate if rate is None else rate
     config.seed = config.seed if seed is None else seed

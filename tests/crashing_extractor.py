@@ -1,4 +1,5 @@
-"""A test-only extractor whose worker process dies on a chosen clip (imported by the spawned workers by name)."""
+"""A test-only extractor whose worker process dies on a chosen clip (the spawned workers import it by module name;
+tests register it only while they run, so the registry other tests see stays the real one)."""
 
 import os
 import signal
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robustmm.features.base import FileExtractor, register
+from robustmm.features.base import FileExtractor
 
 
 @dataclass
@@ -19,7 +20,6 @@ class CrashingConfig:
     after_clip: str = ""  # die only once this clip is extracted (and a second more): the other worker is idle then
 
 
-@register
 class CrashingExtractor(FileExtractor):
     """One row per clip: the size of its file."""
 

@@ -16,13 +16,14 @@ import crashing_extractor  # noqa: F401 - registers the test-only extractor `tes
 import av
 import numpy as np
 import pytest
+from crashing_extractor import CrashingExtractor
 from test_features_extractors import BLANK, FACE, make_clip
 
 from robustmm import data
 from robustmm.cli import main
 from robustmm.data import FormatError
 from robustmm.features.assemble import assemble
-from robustmm.features.base import create_extractor
+from robustmm.features.base import EXTRACTORS, create_extractor, register
 from robustmm.features.cache import FeatureCache, file_hash, text_hash, use_private_jit_cache
 from robustmm.features.dataset import read_dataset
 from robustmm.features.decode import decode_clip
@@ -56,8 +57,16 @@ def test_the_cli_refuses_a_negative_fps_before_any_work(tmp_path, capsys):
     dataset = tmp_path / "absent"  # not even read: the settings are checked first
     assert main(["extract", "--dataset", str(dataset), "--vision", "mediapipe", "--fps", "-5",
                  "--cache-dir", str(tmp_path / "cache"), "--output-dir", str(tmp_path / "out")]) == 2
-    assert "extractor 'mediapipe': config fps = -5.0 must be greater than 0" in capsys.readouterr().err
+    assert "vision: fps = -5.0 must be greater than 0 (extractor 'mediapipe')" in capsys.readouterr().err
     assert not (tmp_path / "cache").exists()
+
+
+@pytest.fixture
+def crashing():
+    """The test-only extractor `test-crashing`, registered while the test runs."""
+    register(CrashingExtractor)
+    yield
+    del EXTRACTORS[CrashingExtractor.name]
 
 
 def write_byte_clips(root: Path, count: int) -> Path:
@@ -77,7 +86,7 @@ def extract_bytes(root: Path, folder: Path, config: dict, workers: int = 2) -> d
                    workers=workers, max_failure_share=1.0, progress=False)["audio"]
 
 
-def test_a_clip_whose_worker_keeps_dying_is_reported_failed_and_the_others_go_on(tmp_path, capsys):
+def test_a_clip_whose_worker_keeps_dying_is_reported_failed_and_the_others_go_on(crashing, tmp_path, capsys):
     root = write_byte_clips(tmp_path / "d", 4)
     report = extract_bytes(root, tmp_path, {"crash_clip": "2", "how": "segfault"})
     assert [failure["id"] for failure in report["failures"]] == ["v$_$2"]
@@ -91,7 +100,7 @@ def test_a_clip_whose_worker_keeps_dying_is_reported_failed_and_the_others_go_on
     assert "reported as failed (not cached, a rerun tries again)" in err
 
 
-def test_a_clip_whose_worker_died_once_is_extracted_in_a_fresh_worker(tmp_path, capsys):
+def test_a_clip_whose_worker_died_once_is_extracted_in_a_fresh_worker(crashing, tmp_path, capsys):
     root = write_byte_clips(tmp_path / "d", 3)
     markers = tmp_path / "markers"
     markers.mkdir()
@@ -122,7 +131,7 @@ def _wait_for(condition, seconds: float) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_workers_die_with_a_killed_stage(tmp_path):
+def test_workers_die_with_a_killed_stage(crashing, tmp_path):
     root = write_byte_clips(tmp_path / "d", 2)
     markers = tmp_path / "markers"
     markers.mkdir()
@@ -131,7 +140,9 @@ def test_workers_die_with_a_killed_stage(tmp_path):
         import sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         import crashing_extractor
+        from robustmm.features.base import register
         from robustmm.features.extract import extract
+        register(crashing_extractor.CrashingExtractor)
         if __name__ == "__main__":
             extract({str(root)!r}, {{"audio": ("test-crashing", {config!r})}}, {{"audio": {str(tmp_path / "a.pkl")!r}}},
                     {str(tmp_path / "cache")!r}, workers=2, progress=False)
@@ -141,9 +152,9 @@ def test_workers_die_with_a_killed_stage(tmp_path):
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     worker = None
     try:
-        assert _wait_for(lambda: any(markers.iterdir()) or stage.poll() is not None, 120), "no worker reached the clip"
+        assert _wait_for(lambda: any(markers.glob("1.*")) or stage.poll() is not None, 120), "no worker reached the clip"
         assert stage.poll() is None, stage.stderr.read().decode()[-2000:]
-        worker = int(next(markers.iterdir()).suffix[1:])
+        worker = int(next(markers.glob("1.*")).suffix[1:])
         assert _alive(worker)
         stage.kill()
         stage.wait()

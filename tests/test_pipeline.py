@@ -3,7 +3,8 @@
 One test walks through a sequence of edits on the same repository, because each step's expectation is
 about what the previous `dvc repro` left behind (that is what DVC's caching is for): a fresh repro runs
 every stage, a second does nothing, a published .pkl entry needs no extraction, a changed audio
-extractor reruns exactly the audio branch, a new clip costs one clip's extraction.
+extractor reruns exactly the audio branch, a new clip costs one clip's extraction. Another kills a
+`dvc repro` of the sweep midway and checks that the rerun keeps the finished runs.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -182,3 +185,52 @@ def test_avec2019_import_stage(project, tmp_path):
     assert [len(imported[split]["id"]) for split in data.SPLITS] == [2, 1, 1]
     assert imported["valid"]["regression_labels"].tolist() == [18.0]
     assert project.repro("import_avec2019@edaic") == set()
+
+
+@pytest.mark.usefixtures("single_torch_thread")
+def test_a_killed_sweep_resumes_under_dvc_with_its_finished_runs(project, tmp_path):
+    import robustmm
+
+    params = project.params()
+    preset = custom_preset("tiny", seq_lens=(8, 12, 10), feature_dims=(384, 5, 7))
+    (project.root / "published").mkdir()
+    data.write(synthetic.make_dataset(preset, sizes=(48, 8, 8), seed=5), project.root / "published" / "tiny.pkl")
+    encoder = params["datasets"]["demo"]["text_encoder"]
+    params["datasets"] = {"tiny": {"data": "published/tiny.pkl", "preset": "custom", "text_encoder": encoder}}
+    rates = [0.0, 0.5, 1.0]
+    params["sweep"].update(TINY_SWEEP, rates=rates, epochs=4)
+    project.write_params(params)
+    project.run("git", "add", "-A")
+    project.run("git", "commit", "-qm", "a tiny published dataset")
+
+    runs = project.root / "results" / "tiny" / "runs"
+    # A new session, so that the kill takes DVC and the stage's python together, as a crash would.
+    repro = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "sweep@tiny"], cwd=project.root, env=project.env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        # Kill once a run has finished and a later one is training (its last.pt written, no result yet).
+        while repro.poll() is None:
+            folders = list(runs.glob("rate_*")) if runs.exists() else []
+            if any((f / "result.json").exists() for f in folders) and any(
+                    (f / "last.pt").exists() and not (f / "result.json").exists() for f in folders):
+                break
+            time.sleep(0.02)
+    finally:
+        os.killpg(repro.pid, signal.SIGKILL)
+        repro.wait()
+    finished = {path.parent.name: (path.stat().st_mtime_ns, json.loads(path.read_text())) for path in runs.glob("*/result.json")}
+    assert 1 <= len(finished) < len(rates), f"the kill came too late: {sorted(finished)}"
+
+    assert project.repro("sweep@tiny") == {"sweep@tiny"}
+    for name, (mtime, result) in finished.items():
+        assert (runs / name / "result.json").stat().st_mtime_ns == mtime, f"{name} was trained again"
+    table = {row["rate"]: row for row in csv.DictReader(open(project.root / "results" / "tiny" / "results.csv"))}
+    for result in (result for _, result in finished.values()):
+        assert float(table[str(result["rate"])]["train_seconds"]) == result["train_seconds"]
+
+    # The same sweep uninterrupted, in this process (one thread, as the stage's torch_threads).
+    sweep_settings = {key: value for key, value in params["sweep"].items() if key != "torch_threads"}
+    straight = robustmm.sweep(project.root / "published" / "tiny.pkl", "custom", text_encoder=encoder,
+                              out=tmp_path / "straight", progress=False, **sweep_settings)
+    resumed = json.loads((project.root / "results" / "tiny" / "metrics.json").read_text())
+    assert resumed.keys() == straight.keys() and resumed == pytest.approx(straight, rel=1e-6)

@@ -61,3 +61,20 @@ def test_bad_tables_are_rejected_with_the_file_named(tmp_path):
         report.curves(runs, ["Corr"], source=str(tmp_path / "runs.csv"))
     with pytest.raises(ValueError, match="runs.csv: its metrics .* match none of"):
         report.shown_metrics(runs[0], {"avec": ["CCC"]}, source=str(tmp_path / "runs.csv"))
+
+
+def test_an_undefined_metric_is_shown_as_n_a_and_left_out_of_the_plots(tmp_path):
+    import pandas as pd
+
+    # Constant predictions leave Corr undefined; the sweep's results.csv then has empty Corr cells.
+    rows = [{"rate": rate, "seed": seed, "MAE": 0.5 + rate, "Corr": corr}
+            for rate, seed, corr in ((0.0, 1, 0.8), (0.0, 2, 0.6), (0.5, 1, float("nan")), (0.5, 2, 0.4), (1.0, 1, float("nan")))]
+    pd.DataFrame(rows).to_csv(tmp_path / "results.csv", index=False)
+    results = report.write_report({"demo": tmp_path / "results.csv"}, {"mosi": ["MAE", "Corr"]}, tmp_path / "out")
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "| demo | Corr | 0.7000 ± 0.1000 (r=0) | n/a ± n/a (r=1) | n/a |" in summary
+    assert "| demo | MAE | 0.5000 ± 0.0000 (r=0) | 1.5000 ± 0.0000 (r=1) | 1.0000 |" in summary
+    assert (tmp_path / "out" / "robustness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with open(tmp_path / "out" / "plots" / "demo_Corr.csv", newline="") as handle:
+        assert [row["rate"] for row in csv.DictReader(handle)] == ["0.0"]
+    assert results["demo"]["MAE"].rates == (0.0, 0.5, 1.0)

@@ -8,8 +8,9 @@ import pytest
 import robustmm
 from robustmm import data as feature_data
 from robustmm.cli import main
-from robustmm.experiments import settings_from_config, write_outputs
+from robustmm.experiments import write_outputs
 from robustmm.presets import get_preset
+from robustmm.settings import SettingsError, SweepCommandSettings, load_command_settings
 from robustmm.synthetic import make_dataset
 from robustmm.text_encoder import OFFLINE_ENCODER
 
@@ -40,19 +41,19 @@ def test_sweep_writes_table_metrics_plot_data_and_figure_and_resumes(feature_fil
     assert list(curve["rate"]) == [0.0, 0.5]
     mae = curve["MAE_mean"].tolist()
     assert on_disk["auilc/MAE"] == pytest.approx(0.5 * (mae[0] + mae[1]) / 2)
-    assert on_disk["rate_0.50/MAE_mean"] == pytest.approx(table[table["rate"] == 0.5]["MAE"].mean())
-    assert on_disk["rate_0.50/MAE_std"] == pytest.approx(table[table["rate"] == 0.5]["MAE"].std(ddof=0))
+    assert on_disk["rate_0.5/MAE_mean"] == pytest.approx(table[table["rate"] == 0.5]["MAE"].mean())
+    assert on_disk["rate_0.5/MAE_std"] == pytest.approx(table[table["rate"] == 0.5]["MAE"].std(ddof=0))
     assert (out / "robustness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # An interrupted sweep: one run lost its result; only that run trains again.
     results = {path.parent.name: path for path in (out / "runs").glob("*/result.json")}
     assert len(results) == 4
     stamps = {name: path.stat().st_mtime_ns for name, path in results.items()}
-    results["rate_0.50_seed_1111"].unlink()
+    results["rate_0.5_seed_1111"].unlink()
     again = robustmm.sweep(feature_file, "sims", rates=[0.0, 0.5], seeds=[111, 1111], out=out, **FAST)
     assert again == pytest.approx(flat)
     for name, path in results.items():
-        assert (path.stat().st_mtime_ns == stamps[name]) == (name != "rate_0.50_seed_1111")
+        assert (path.stat().st_mtime_ns == stamps[name]) == (name != "rate_0.5_seed_1111")
 
 
 def test_command_line_sweep_and_evaluate(feature_file, tmp_path, capsys):
@@ -66,10 +67,10 @@ def test_command_line_sweep_and_evaluate(feature_file, tmp_path, capsys):
                  "--config", str(params), "--section", "train.sweep"])
     assert code == 0
     assert "auilc/MAE" in capsys.readouterr().out
-    run_settings = json.loads((out / "runs" / "rate_0.30_seed_111" / "result.json").read_text())["config"]
+    run_settings = json.loads((out / "runs" / "rate_0.3_seed_111" / "result.json").read_text())["config"]
     assert run_settings["simam"] and run_settings["text_mode"] == "frozen" and run_settings["max_epochs"] == 1
     assert json.loads((out / "metrics.json").read_text())["auilc/Mult_acc_2"] >= 0
-    checkpoint = out / "runs" / "rate_0.30_seed_111" / "best.pt"
+    checkpoint = out / "runs" / "rate_0.3_seed_111" / "best.pt"
     assert main(["evaluate", str(checkpoint), "--data", str(feature_file), "--device", "cpu", "--output", str(tmp_path / "m.json")]) == 0
     evaluated = json.loads((tmp_path / "m.json").read_text())
     assert evaluated["rate"] == 0.3 and evaluated["MAE"] == pytest.approx(pd.read_csv(out / "results.csv")["MAE"][1])
@@ -78,8 +79,8 @@ def test_command_line_sweep_and_evaluate(feature_file, tmp_path, capsys):
 def test_mmsa_run_call_shape(feature_file, tmp_path):
     flat = robustmm.run("TFR_Net", "SIMS", seeds=[111], data=feature_file, model_save_dir=tmp_path / "models",
                         res_save_dir=tmp_path / "results", gpu_ids=[], rates=[0.2], **FAST)
-    assert "rate_0.20/MAE_mean" in flat and not any(key.startswith("auilc/") for key in flat)
-    assert (tmp_path / "models" / "rate_0.20_seed_111" / "best.pt").exists()
+    assert "rate_0.2/MAE_mean" in flat and not any(key.startswith("auilc/") for key in flat)
+    assert (tmp_path / "models" / "rate_0.2_seed_111" / "best.pt").exists()
     assert (tmp_path / "results" / "metrics.json").exists()
     with pytest.raises(ValueError, match="unknown model 'mult'"):
         robustmm.run("mult", "sims", data=feature_file)
@@ -88,12 +89,13 @@ def test_mmsa_run_call_shape(feature_file, tmp_path):
 def test_settings_from_a_config_section(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text("train:\n  sweep:\n    rates: [0.0, 0.5]\n    text_mode: frozen\n    epochs: 3\n")
-    assert settings_from_config(params, "train.sweep") == {"rates": [0.0, 0.5], "text_mode": "frozen", "epochs": 3}
+    settings = load_command_settings(SweepCommandSettings, params, "train.sweep", {"epochs": ("--epochs", None)})
+    assert (settings.rates, settings.text_mode, settings.epochs, settings.out) == ([0.0, 0.5], "frozen", 3, "results/sweep")
     params.write_text("train:\n  learning_rate: 0.1\n")
-    with pytest.raises(ValueError, match="unknown settings learning_rate"):
-        settings_from_config(params, "train")
-    with pytest.raises(ValueError, match="no section 'extract'"):
-        settings_from_config(params, "extract")
+    with pytest.raises(SettingsError, match="train.learning_rate: unknown key"):
+        load_command_settings(SweepCommandSettings, params, "train", {})
+    with pytest.raises(SettingsError, match="no section 'extract'"):
+        load_command_settings(SweepCommandSettings, params, "extract", {})
 
 
 def test_undefined_metrics_are_written_as_null(tmp_path):
@@ -106,8 +108,8 @@ def test_undefined_metrics_are_written_as_null(tmp_path):
         raise ValueError(f"not JSON: {constant}")
 
     on_disk = json.loads((tmp_path / "metrics.json").read_text(), parse_constant=refuse)
-    assert on_disk["rate_0.50/Corr_mean"] is None and on_disk["auilc/Corr"] is None
-    assert on_disk["rate_0.50/MAE_mean"] == pytest.approx(1.0) and on_disk["auilc/MAE"] == pytest.approx(0.375)
+    assert on_disk["rate_0.5/Corr_mean"] is None and on_disk["auilc/Corr"] is None
+    assert on_disk["rate_0.5/MAE_mean"] == pytest.approx(1.0) and on_disk["auilc/MAE"] == pytest.approx(0.375)
 
 
 def test_custom_dataset_with_its_metric_family_and_label_range(tmp_path, capsys):
@@ -124,14 +126,36 @@ def test_custom_dataset_with_its_metric_family_and_label_range(tmp_path, capsys)
 
     assert main(["sweep", *flags, "--metric-family", "avec", "--label-range", "0,24"]) == 0
     assert {"auilc/CCC", "auilc/RMSE", "auilc/MAE"} <= set(json.loads((out / "metrics.json").read_text()))
-    checkpoint = out / "runs" / "rate_0.50_seed_111" / "best.pt"
+    checkpoint = out / "runs" / "rate_0.5_seed_111" / "best.pt"
     assert main(["evaluate", str(checkpoint), "--data", str(path), "--device", "cpu"]) == 0
     assert '"CCC"' in capsys.readouterr().out
 
     flat = robustmm.sweep(path, "custom", rates=[0.0], seeds=[111], out=tmp_path / "python", metric_family="avec",
                           label_range=(0, 24), **{**FAST, "epochs": 1})
-    assert "rate_0.00/CCC_mean" in flat
+    assert "rate_0.0/CCC_mean" in flat
     with pytest.raises(ValueError, match="apply to --dataset custom only"):
         robustmm.sweep(path, "avec2019", metric_family="avec", out=tmp_path / "no", **FAST)
     with pytest.raises(ValueError, match="unknown metric family 'imdb'"):
         robustmm.sweep(path, "custom", metric_family="imdb", label_range=(0, 24), out=tmp_path / "no", **FAST)
+
+
+def test_close_rates_get_their_own_runs_and_a_changed_sweep_is_refused_or_overwritten(feature_file, tmp_path, capsys):
+    out = tmp_path / "close"
+    flat = robustmm.sweep(feature_file, "sims", rates=[0.0, 0.001, 0.004], seeds=[111], out=out, **{**FAST, "epochs": 1})
+    assert sorted(path.name for path in (out / "runs").iterdir()) == [
+        "rate_0.001_seed_111", "rate_0.004_seed_111", "rate_0.0_seed_111"]
+    assert {"rate_0.0/MAE_mean", "rate_0.001/MAE_mean", "rate_0.004/MAE_mean"} <= set(flat)
+    assert len(pd.read_csv(out / "results.csv")) == 3
+
+    flags = ["sweep", "--data", str(feature_file), "--dataset", "sims", "--rates", "0,0.001,0.004", "--seeds", "111",
+             "--out", str(out), "--epochs", "2", "--text-mode", "frozen", "--text-encoder", OFFLINE_ENCODER,
+             "--device", "cpu", "--no-progress"]
+    assert main(flags) == 2
+    error = capsys.readouterr().err
+    assert f"{out / 'runs' / 'rate_0.0_seed_111'}: holds a different run" in error
+    assert "setting max_epochs: 1 recorded, 2 now" in error and "--overwrite" in error
+    assert main([*flags, "--overwrite"]) == 0
+    assert all(json.loads(path.read_text())["settings"]["max_epochs"] == 2 for path in (out / "runs").glob("*/run.json"))
+
+    with pytest.raises(ValueError, match="rate 0.5 listed twice"):
+        robustmm.sweep(feature_file, "sims", rates=[0.5, 0.5], seeds=[111], out=tmp_path / "twice", **FAST)

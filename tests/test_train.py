@@ -1,11 +1,14 @@
-"""Training on synthetic feature files: learning, both text modes, resume, evaluation, bad inputs."""
+"""Training on synthetic feature files: learning, both text modes, resume, run identity, safe checkpoints,
+evaluation, bad inputs."""
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 import torch
 
+import robustmm
 from robustmm import data as feature_data
 from robustmm import train as training
 from robustmm.cli import main
@@ -92,7 +95,7 @@ def test_finetune_mode_trains_the_encoder_with_its_own_learning_rate(feature_fil
     result = train(small, preset, config, tmp_path / "run", encoder)
     assert np.isfinite(result["test"]["MAE"])
     before = encoder.model.embeddings.word_embeddings.weight
-    after = torch.load(tmp_path / "run" / "best.pt", weights_only=False)["model"]["text_encoder.embeddings.word_embeddings.weight"]
+    after = torch.load(tmp_path / "run" / "best.pt", weights_only=True)["model"]["text_encoder.embeddings.word_embeddings.weight"]
     assert not torch.equal(before, after)
 
 
@@ -158,3 +161,126 @@ def test_training_split_of_batch_size_plus_one(tmp_path, encoder):
     loaded, preset = load_features(path, "mosi")
     result = train(loaded, preset, frozen_config(max_epochs=1, batch_size=4), tmp_path / "run", encoder)
     assert np.isfinite(result["test"]["MAE"])
+
+
+def test_a_run_folder_is_reused_only_by_the_run_that_made_it(feature_file, encoder, tmp_path, monkeypatch):
+    loaded, preset = load_features(feature_file, "mosi")
+    run_dir = tmp_path / "run"
+    config = frozen_config(max_epochs=1)
+    first = train(loaded, preset, config, run_dir, encoder)
+    stamp = (run_dir / "result.json").stat().st_mtime_ns
+    # Display settings are not part of the run: the finished result is returned as it is.
+    assert train(loaded, preset, dataclasses.replace(config, progress=True, device="auto"), run_dir, encoder) == first
+    assert (run_dir / "result.json").stat().st_mtime_ns == stamp
+
+    changed_labels = {name: dict(split) for name, split in loaded.items()}
+    changed_labels["test"]["regression_labels"] = loaded["test"]["regression_labels"] * 0.5
+    attempts = {
+        "setting max_epochs: 1 recorded, 2 now": (loaded, preset, dataclasses.replace(config, max_epochs=2)),
+        "preset tfr_net.learning_rate_other: 0.002 recorded, 0.001 now":
+            (loaded, preset.with_tfr_net(learning_rate_other=1e-3), config),
+        "the data changed": (changed_labels, preset, config),
+    }
+    for difference, (data, run_preset, run_config) in attempts.items():
+        with pytest.raises(training.RunMismatchError, match="holds a different run") as error:
+            train(data, run_preset, run_config, run_dir, encoder)
+        assert str(run_dir) in str(error.value) and difference in str(error.value) and "--overwrite" in str(error.value)
+    monkeypatch.setattr(training, "__version__", "9.9.9")
+    with pytest.raises(training.RunMismatchError, match="made by robustmm 0.1.0, this is robustmm 9.9.9"):
+        train(loaded, preset, config, run_dir, encoder)
+    monkeypatch.undo()
+    assert (run_dir / "result.json").stat().st_mtime_ns == stamp  # refusals leave the folder as it was
+
+    again = train(loaded, preset, dataclasses.replace(config, max_epochs=2), run_dir, encoder, overwrite=True)
+    assert again["epochs"] == 2 and json.loads((run_dir / "run.json").read_text())["settings"]["max_epochs"] == 2
+
+    (run_dir / "run.json").unlink()  # a folder from before fingerprints
+    with pytest.raises(training.RunMismatchError, match="no run.json"):
+        train(loaded, preset, config, run_dir, encoder)
+
+
+def test_the_fingerprint_covers_every_setting_and_the_preset():
+    preset = get_preset("mosi")
+    fingerprint = training.run_fingerprint(preset, frozen_config(), "0" * 64)
+    run_fields = {field.name for field in dataclasses.fields(RunConfig)}
+    assert set(fingerprint["settings"]) == run_fields - set(training.DISPLAY_ONLY)
+    assert set(fingerprint["preset"]["tfr_net"]) == {field.name for field in dataclasses.fields(preset.tfr_net)}
+    assert fingerprint["robustmm"] == training.__version__ and fingerprint["data_sha256"] == "0" * 64
+
+
+class CreatesAFile:
+    """Unpickling this runs code: it creates the file `path`."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_crafted_checkpoints_are_refused_and_run_nothing(feature_file, encoder, tmp_path, capsys):
+    witness = tmp_path / "pwned"
+    crafted = tmp_path / "best.pt"
+    torch.save({"model": CreatesAFile(witness), "config": {}}, crafted)
+    with pytest.raises(training.CheckpointError, match="refused to load") as error:
+        evaluate_checkpoint(crafted, feature_file, device="cpu", encoder=encoder)
+    assert str(crafted) in str(error.value) and "open" in str(error.value)
+    assert main(["evaluate", str(crafted), "--data", str(feature_file), "--device", "cpu"]) == 2
+    assert f"{crafted}: refused to load" in capsys.readouterr().err
+    assert not witness.exists()
+
+    # A crafted last.pt in the folder of the very run being resumed.
+    loaded, preset = load_features(feature_file, "mosi")
+    config = frozen_config(max_epochs=1)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    training.claim_run_dir(run_dir, training.run_fingerprint(preset, config, training.data_sha256(loaded)), False)
+    torch.save({"model": CreatesAFile(witness)}, run_dir / "last.pt")
+    with pytest.raises(training.CheckpointError, match=f"{run_dir / 'last.pt'}: refused to load"):
+        train(loaded, preset, config, run_dir, encoder)
+    assert not witness.exists()
+
+    (run_dir / "last.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(training.CheckpointError, match="last.pt: refused to load"):
+        train(loaded, preset, config, run_dir, encoder)
+
+
+def test_labels_outside_a_named_presets_range_are_refused(tmp_path):
+    path = tmp_path / "phq_as_mosi.pkl"
+    # PHQ-like labels on 0..24 with MOSI's dims: trained as mosi, Acc-2 would read every label as positive.
+    dataset = make_dataset(get_preset("avec2019"), sizes=(8, 4, 4), seq_lens=SEQ_LENS, feature_dims=(384, 5, 20), seed=4)
+    feature_data.write(dataset, path)
+    with pytest.raises(feature_data.FormatError) as error:
+        load_features(path, "mosi")
+    low, high = dataset["train"]["regression_labels"].min(), dataset["train"]["regression_labels"].max()
+    message = str(error.value)
+    assert str(path) in message and f"train/regression_labels span {low:g}..{high:g}" in message
+    assert "outside the mosi preset's label range -3,3" in message and "--dataset custom" in message
+
+
+@pytest.mark.parametrize("sizes, problem", [
+    ((8, 0, 4), "the valid split has 0 rows; early stopping needs at least 1"),
+    ((1, 4, 4), "the train split has 1 rows; training needs at least 2"),
+    ((8, 4, 0), "the test split has 0 rows; testing needs at least 1"),
+])
+def test_splits_too_small_to_train_on_are_refused_before_training(tmp_path, sizes, problem):
+    path = tmp_path / "small.pkl"
+    feature_data.write(make_dataset(get_preset("mosi"), sizes=sizes, seq_lens=SEQ_LENS, feature_dims=(384, 5, 20)), path)
+    with pytest.raises(feature_data.FormatError, match=problem) as error:
+        load_features(path, "mosi")
+    assert str(path) in str(error.value)
+
+
+def test_zero_epochs_or_batch_size_are_refused(feature_file, tmp_path, capsys):
+    # Once `epochs or the preset's` trained the preset's 40 epochs for 0: the Python API and the command refuse it.
+    for name in ("max_epochs", "batch_size"):
+        with pytest.raises(ValueError, match=f"{name} 0: expected a whole number of at least 1"):
+            RunConfig(dataset="mosi", **{name: 0})
+    with pytest.raises(ValueError, match="max_epochs 0"):
+        robustmm.sweep(feature_file, "mosi", rates=[0.0], seeds=[1], epochs=0, out=tmp_path / "run",
+                       text_mode="frozen", text_encoder=OFFLINE_ENCODER, device="cpu", progress=False)
+    for flag in ("--epochs", "--batch-size"):
+        code = main(["train", "--data", str(feature_file), "--dataset", "mosi", "--out", str(tmp_path / "run"), flag, "0",
+                     "--text-mode", "frozen", "--text-encoder", OFFLINE_ENCODER, "--device", "cpu", "--no-progress"])
+        assert code == 2 and f"{flag}: 0 is not allowed" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

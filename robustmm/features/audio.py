@@ -1,15 +1,16 @@
-"""Audio extractors: `librosa` (the SIMS 33-dim recipe), `opensmile` (eGeMAPSv02), `mfcc` (MFCC with deltas)."""
+"""Audio extractors: `librosa` (recipes: SIMS 33 dims, MMSA-FET default 70), `opensmile` (eGeMAPSv02), `mfcc` (+ deltas)."""
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from robustmm.features.base import AudioExtractor, check_config, register
-from robustmm.features.decode import ClipError
+from robustmm.features.decode import AudioFormat, ClipError
 
 CHROMA_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
@@ -56,30 +57,141 @@ def _memoize_cqt_filters() -> None:
 
 
 @dataclass
-class LibrosaConfig:
-    sample_rate: int = 22050
-    hop_length: int = 512
-    n_mfcc: int = 20
+class AudioDecoding:
+    """How an audio extractor gets its samples (robustmm.features.decode.AudioFormat): `decode` pyav | mmsa-fet,
+    `resampler` the librosa res_type of mmsa-fet (None: soxr_hq, as MMSA-FET 0.4.1; kaiser_best, as the published
+    files made under librosa 0.9)."""
+
+    decode: str = "pyav"
+    resampler: str | None = None
 
     def __post_init__(self):
-        check_config(self, positive=("sample_rate", "hop_length", "n_mfcc"))
+        AudioFormat(self.sample_rate, self.decode, self.resampler)  # a ValueError naming the bad setting
+
+
+# librosa recipes as MMSA-FET's configs give them: STFT size, hop, and the ordered features with their arguments.
+LIBROSA_RECIPES = {
+    # SIMS (Yu et al. 2020): zero-crossing rate 1 + MFCC 20 (htk) + chroma_cqt 12 = 33 at 22050 / 512.
+    "sims": {"n_fft": 2048, "hop_length": 512,
+             "features": [{"zero_crossing_rate": {}}, {"mfcc": {"n_mfcc": 20, "htk": True}}, {"chroma_cqt": {}}]},
+    # MMSA-FET 0.4.1 example_configs/librosa.json, 70 dims. Its "hop_lenth" key is misspelt there, so MMSA-FET
+    # runs with its default hop of 128.
+    "mmsa-fet-default": {"n_fft": 512, "hop_length": 128, "features": [
+        {"chroma_stft": {}}, {"chroma_cqt": {}}, {"chroma_cens": {}}, {"mfcc": {"n_mfcc": 13, "htk": True}},
+        {"rms": {}}, {"spectral_centroid": {}}, {"spectral_bandwidth": {}}, {"spectral_contrast": {}},
+        {"spectral_flatness": {}}, {"spectral_rolloff": {}}, {"poly_features": {}}, {"tonnetz": {}},
+        {"zero_crossing_rate": {}},
+    ]},
+}
+# Dims of each supported librosa.feature function from its arguments (MMSA-FET's naming rules).
+_LIBROSA_DIMS = {
+    "chroma_stft": lambda args: args.get("n_chroma", 12), "chroma_cqt": lambda args: args.get("n_chroma", 12),
+    "chroma_cens": lambda args: args.get("n_chroma", 12), "mfcc": lambda args: args.get("n_mfcc", 20),
+    "melspectrogram": lambda args: args.get("n_mels", 128), "rms": lambda args: 1,
+    "spectral_centroid": lambda args: 1, "spectral_bandwidth": lambda args: 1,
+    "spectral_contrast": lambda args: args.get("n_bands", 6) + 1, "spectral_flatness": lambda args: 1,
+    "spectral_rolloff": lambda args: 1, "poly_features": lambda args: args.get("order", 1) + 1,
+    "tonnetz": lambda args: 6, "zero_crossing_rate": lambda args: 1,
+}
+TONNETZ_NAMES = ("fifth_x", "fifth_y", "minor_x", "minor_y", "major_x", "major_y")
+# Set by the recipe for every feature whose function takes them, as MMSA-FET does.
+_RECIPE_ARGS = ("y", "sr", "hop_length", "n_fft", "frame_length")
+
+
+def _recipe_features(recipe) -> list[tuple[str, dict]]:
+    """[(librosa.feature name, its arguments)] of a recipe's features list: names or one-key mappings."""
+    if not isinstance(recipe, (list, tuple)) or not recipe:
+        raise ValueError(f"librosa: recipe must be one of {', '.join(LIBROSA_RECIPES)} or a non-empty list of "
+                         f"features, got {recipe!r}")
+    features = []
+    for item in recipe:
+        if isinstance(item, str):
+            name, args = item, {}
+        elif isinstance(item, dict) and len(item) == 1:
+            (name, args), = item.items()
+            args = dict(args or {})
+        else:
+            raise ValueError(f"librosa: recipe item {item!r} is neither a feature name nor {{name: {{arguments}}}}")
+        if name not in _LIBROSA_DIMS:
+            raise ValueError(f"librosa: recipe feature {name!r} unsupported; supported: {', '.join(_LIBROSA_DIMS)}")
+        reserved = sorted(set(args) & set(_RECIPE_ARGS))
+        if reserved:
+            raise ValueError(f"librosa: recipe feature {name!r} sets {', '.join(reserved)}: the recipe's sample_rate, "
+                             "n_fft and hop_length apply to every feature")
+        import librosa
+
+        parameters = inspect.signature(getattr(librosa.feature, name)).parameters
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+        unknown = sorted(set(args) - set(parameters))
+        if unknown and not takes_any:
+            raise ValueError(f"librosa: recipe feature {name!r} has no argument(s) {', '.join(unknown)}")
+        features.append((name, args))
+    return features
+
+
+@dataclass
+class LibrosaConfig(AudioDecoding):
+    sample_rate: int = 22050
+    recipe: str | list = "sims"  # a name in LIBROSA_RECIPES or an ordered list of features ({name: {arguments}})
+    n_fft: int | None = None  # None: the recipe's (an explicit list: 2048)
+    hop_length: int | None = None  # None: the recipe's (an explicit list: 512)
+
+    def __post_init__(self):
+        check_config(self, positive=("sample_rate", "n_fft", "hop_length"))
+        super().__post_init__()
+        if isinstance(self.recipe, str) and self.recipe not in LIBROSA_RECIPES:
+            raise ValueError(f"librosa: unknown recipe {self.recipe!r}; known: {', '.join(LIBROSA_RECIPES)} or a list")
+        _recipe_features(self.features)
+
+    @property
+    def features(self) -> list:
+        return LIBROSA_RECIPES[self.recipe]["features"] if isinstance(self.recipe, str) else self.recipe
+
+    def _recipe_value(self, key: str, explicit_default: int) -> int:
+        if getattr(self, key) is not None:
+            return int(getattr(self, key))
+        return LIBROSA_RECIPES[self.recipe][key] if isinstance(self.recipe, str) else explicit_default
+
+    @property
+    def resolved_n_fft(self) -> int:
+        return self._recipe_value("n_fft", 2048)
+
+    @property
+    def resolved_hop_length(self) -> int:
+        return self._recipe_value("hop_length", 512)
+
+
+def _librosa_feature_names(name: str, args: dict) -> list[str]:
+    dims = _LIBROSA_DIMS[name](args)
+    if name == "tonnetz":
+        return [f"tonnetz_{axis}" for axis in TONNETZ_NAMES]
+    if name.startswith("chroma_") and dims == len(CHROMA_NAMES):
+        return [f"{name}_{note}" for note in CHROMA_NAMES]
+    return [name] if dims == 1 else [f"{name}_{i}" for i in range(dims)]
 
 
 @register
 class LibrosaExtractor(AudioExtractor):
-    """Zero-crossing rate (1) + MFCC (20, htk mel scale) + chroma_cqt (12) per hop, as MMSA-FET does for SIMS."""
+    """A librosa recipe: ordered librosa.feature functions per hop, computed as MMSA-FET computes them.
+
+    Every feature gets the recipe's sample rate, hop and n_fft (or frame_length) where its function takes them
+    (mfcc always gets n_fft): MMSA-FET's rules, so a recipe gives MMSA-FET's numbers for the same samples.
+    """
 
     name = "librosa"
-    version = 2  # 2: one BLAS thread (MFCC last bits differed under threaded BLAS, which version 1 used when set)
+    # 3: recipes (n_fft, feature list) and the channel-mean downmix. 2: one BLAS thread (MFCC last bits differed
+    # under threaded BLAS).
+    version = 3
     config_class = LibrosaConfig
 
     @property
     def feature_names(self) -> list[str]:
-        return ["zcr"] + [f"mfcc_{i}" for i in range(self.config.n_mfcc)] + [f"chroma_{note}" for note in CHROMA_NAMES]
+        return [name for feature, args in _recipe_features(self.config.features)
+                for name in _librosa_feature_names(feature, args)]
 
     @property
     def frame_rate(self) -> float:
-        return self.config.sample_rate / self.config.hop_length
+        return self.config.sample_rate / self.config.resolved_hop_length
 
     def load(self) -> None:
         _memoize_cqt_filters()
@@ -89,26 +201,41 @@ class LibrosaExtractor(AudioExtractor):
     def extract(self, samples: np.ndarray) -> np.ndarray:
         import librosa
 
-        _require_samples(samples, self.config.hop_length)
-        sr, hop = self.config.sample_rate, self.config.hop_length
-        zcr = librosa.feature.zero_crossing_rate(samples, hop_length=hop)
-        mfcc = librosa.feature.mfcc(y=samples, sr=sr, hop_length=hop, htk=True, n_mfcc=self.config.n_mfcc)
+        sr, hop, n_fft = self.config.sample_rate, self.config.resolved_hop_length, self.config.resolved_n_fft
+        _require_samples(samples, hop)
+        parts = []
         with warnings.catch_warnings():
-            # chroma_cqt warns about n_fft on its own downsampled low octaves: expected, not a problem of the clip.
+            # The constant-Q features warn about n_fft on their own downsampled low octaves, and 128 mel bands on a
+            # short n_fft (MMSA-FET's 512) leave some empty: expected of the recipe, not a problem of the clip.
             warnings.filterwarnings("ignore", message="n_fft=.* is too large", category=UserWarning)
-            chroma = librosa.feature.chroma_cqt(y=samples, sr=sr, hop_length=hop)
-        frames = min(zcr.shape[1], mfcc.shape[1], chroma.shape[1])
-        return _finite(np.concatenate([zcr[:, :frames], mfcc[:, :frames], chroma[:, :frames]], axis=0).T)
+            warnings.filterwarnings("ignore", message="Empty filters detected", category=UserWarning)
+            for feature, args in _recipe_features(self.config.features):
+                function = getattr(librosa.feature, feature)
+                parameters = inspect.signature(function).parameters
+                kwargs = dict(args, hop_length=hop)
+                if "sr" in parameters:
+                    kwargs["sr"] = sr
+                if "n_fft" in parameters or feature == "mfcc":
+                    kwargs["n_fft"] = n_fft
+                elif "frame_length" in parameters:
+                    kwargs["frame_length"] = n_fft
+                parts.append(function(y=samples, **kwargs))
+        frames = min(part.shape[1] for part in parts)
+        features = np.concatenate([part[:, :frames] for part in parts], axis=0).T
+        if features.shape[1] != self.dim:
+            raise RuntimeError(f"librosa recipe gave {features.shape[1]} dims, its feature names say {self.dim}")
+        return _finite(features)
 
 
 @dataclass
-class OpensmileConfig:
+class OpensmileConfig(AudioDecoding):
     sample_rate: int = 16000
     feature_set: str = "eGeMAPSv02"
     functionals: bool = False  # True: one row of functionals per clip instead of 100 Hz low-level descriptors
 
     def __post_init__(self):
         check_config(self, positive=("sample_rate",))
+        super().__post_init__()
 
 
 @register
@@ -116,7 +243,7 @@ class OpensmileExtractor(AudioExtractor):
     """openSMILE eGeMAPSv02 low-level descriptors (25 dims, 100 Hz, as SIMS v2) or functionals (88 dims per clip)."""
 
     name = "opensmile"
-    version = 1
+    version = 2  # 2: the channel-mean downmix (was PyAV's (L + R) / sqrt(2))
     config_class = OpensmileConfig
 
     def __init__(self, config=None):
@@ -159,7 +286,7 @@ class OpensmileExtractor(AudioExtractor):
 
 
 @dataclass
-class MfccConfig:
+class MfccConfig(AudioDecoding):
     sample_rate: int = 16000
     n_mfcc: int = 13
     window_seconds: float = 0.025
@@ -168,6 +295,7 @@ class MfccConfig:
 
     def __post_init__(self):
         check_config(self, positive=("sample_rate", "n_mfcc", "window_seconds", "hop_seconds", "delta_orders"))
+        super().__post_init__()
 
 
 @register
@@ -175,7 +303,7 @@ class MfccExtractor(AudioExtractor):
     """MFCC 0..n-1 with their deltas and delta-deltas (the AVEC2019 baseline style: 39 dims at 100 Hz)."""
 
     name = "mfcc"
-    version = 2  # 2: one BLAS thread, as librosa
+    version = 3  # 3: the channel-mean downmix (was PyAV's (L + R) / sqrt(2)); 2: one BLAS thread, as librosa
     config_class = MfccConfig
 
     @property

@@ -60,13 +60,19 @@ class Extractor:
 
 
 class AudioExtractor(Extractor):
-    """Features of the mono audio track resampled to `config.sample_rate`."""
+    """Features of the mono audio track at `config.sample_rate`, decoded by the recipe `config.decode`."""
 
     modality = "audio"
 
     @property
     def sample_rate(self) -> int:
         return int(self.config.sample_rate)
+
+    @property
+    def audio_format(self):
+        from robustmm.features.decode import AudioFormat
+
+        return AudioFormat(self.sample_rate, self.config.decode, self.config.resampler)
 
     def extract(self, samples: np.ndarray) -> np.ndarray:
         """(T, dim) float32 from mono float32 samples."""

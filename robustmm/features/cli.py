@@ -7,58 +7,56 @@ from pathlib import Path
 
 import yaml
 
-from robustmm.config import read_config_section
 from robustmm.features.assemble import assemble, describe_truncation
 from robustmm.features.extract import DEFAULT_MAX_FAILURE_SHARE, extract
 from robustmm.presets import MODALITIES
-
-
-def _extractor_spec(modality: str, spec) -> tuple[str, dict]:
-    if isinstance(spec, str):
-        return spec, {}
-    if isinstance(spec, dict) and isinstance(spec.get("extractor"), str):
-        return spec["extractor"], {key: value for key, value in spec.items() if key != "extractor"}
-    raise ValueError(f"config {modality}: expected an extractor name or a mapping with `extractor`, got {spec!r}")
+from robustmm.settings import (
+    AssembleCommandSettings, ExtractCommandSettings, SettingsError, load_command_settings, read_section,
+)
 
 
 def _parse_option(text: str) -> tuple[str, str, object]:
     target, separator, value = text.partition("=")
     modality, dot, key = target.partition(".")
     if not separator or not dot or modality not in MODALITIES or not key:
-        raise ValueError(f"--option {text!r}: expected MODALITY.KEY=VALUE with MODALITY one of {', '.join(MODALITIES)}")
-    return modality, key, yaml.safe_load(value)
+        raise SettingsError([f"--option {text!r}: expected MODALITY.KEY=VALUE with MODALITY one of {', '.join(MODALITIES)}"])
+    try:
+        return modality, key, yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise SettingsError([f"--option {text!r}: the value is not valid YAML"]) from None
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    config = read_config_section(args.config, args.section)
-    specs = {modality: _extractor_spec(modality, config[modality]) for modality in MODALITIES if config.get(modality)}
+    raw = read_section(args.config, args.section) if args.config else {}
+    flags = {name: ("--" + name.replace("_", "-"), getattr(args, name))
+             for name in ("dataset", "output_dir", "cache_dir", "workers", "max_failure_share")}
     for modality in MODALITIES:
+        if isinstance(raw.get(modality), str):
+            raw[modality] = {"extractor": raw[modality]}
         name = getattr(args, modality)
         if name:
             # The config's options belong to the extractor it names; a flag naming another one starts from defaults.
-            config_name, options = specs.get(modality, (None, {}))
-            specs[modality] = (name, options if name == config_name else {})
-    if not specs:
-        raise ValueError("name at least one extractor: --text, --audio or --vision (or those keys in the config section)")
-    overrides = [("text", "max_length", args.text_length), ("vision", "fps", args.fps)]
-    overrides += [_parse_option(option) for option in args.option]
-    for modality, key, value in overrides:
+            configured = raw.get(modality)
+            if not isinstance(configured, dict) or configured.get("extractor") != name:
+                raw[modality] = {}
+            flags[f"{modality}.extractor"] = (f"--{modality}", name)
+    options = [("--fps", "vision", "fps", args.fps), ("--text-length", "text", "max_length", args.text_length)]
+    options += [(f"--option {text}", *_parse_option(text)) for text in args.option]
+    for flag, modality, key, value in options:
         if value is not None:
-            if modality not in specs:
-                raise ValueError(f"{modality}.{key} given but no {modality} extractor is named")
-            specs[modality][1][key] = value
-    dataset = args.dataset or config.get("dataset")
-    if not dataset:
-        raise ValueError("--dataset (or `dataset` in the config section) is required")
-    output_dir = Path(args.output_dir or config.get("output_dir", "features"))
+            if not raw.get(modality) and f"{modality}.extractor" not in flags:
+                raise SettingsError([f"{flag}: given, but no {modality} extractor is named (--{modality} or the config section)"])
+            flags[f"{modality}.{key}"] = (flag, value)
+    settings = load_command_settings(ExtractCommandSettings, args.config, args.section, flags, raw)
+    extractors = settings.extractors()
+    output_dir = Path(settings.output_dir)
     reports = extract(
-        dataset_dir=dataset,
-        extractors=specs,
-        outputs={modality: output_dir / f"{modality}.pkl" for modality in specs},
-        cache_dir=args.cache_dir or config.get("cache_dir", "cache/features"),
-        workers=args.workers if args.workers is not None else config.get("workers"),
-        max_failure_share=float(args.max_failure_share if args.max_failure_share is not None
-                                else config.get("max_failure_share", DEFAULT_MAX_FAILURE_SHARE)),
+        dataset_dir=settings.dataset,
+        extractors={modality: (chosen.extractor, chosen.options) for modality, chosen in extractors.items()},
+        outputs={modality: output_dir / f"{modality}.pkl" for modality in extractors},
+        cache_dir=settings.cache_dir,
+        workers=settings.workers,
+        max_failure_share=settings.max_failure_share,
         progress=not args.no_progress,
     )
     for modality, report in reports.items():
@@ -68,19 +66,14 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_assemble(args: argparse.Namespace) -> int:
-    config = read_config_section(args.config, args.section)
-    features_dir = Path(args.features_dir or config.get("features_dir", "features"))
-    paths = {modality: getattr(args, f"{modality}_features") or config.get(f"{modality}_features") or features_dir / f"{modality}.pkl"
-             for modality in MODALITIES}
-    lengths = args.lengths or config.get("lengths")
-    dataset, output = args.dataset or config.get("dataset"), args.output or config.get("output")
-    if not dataset or not output or not lengths:
-        raise ValueError("--dataset, --output and --lengths (or those keys in the config section) are required")
-    if isinstance(lengths, dict):
-        lengths = [lengths[modality] for modality in MODALITIES]
-    assembled = assemble(dataset_dir=dataset, output=output, lengths=lengths, **paths)
+    names = ("dataset", "output", "lengths", "features_dir", *(f"{modality}_features" for modality in MODALITIES))
+    flags = {name: ("--" + name.replace("_", "-"), getattr(args, name)) for name in names}
+    settings = load_command_settings(AssembleCommandSettings, args.config, args.section, flags)
+    features_dir = Path(settings.features_dir)
+    paths = {modality: getattr(settings, f"{modality}_features") or features_dir / f"{modality}.pkl" for modality in MODALITIES}
+    assembled = assemble(dataset_dir=settings.dataset, output=settings.output, lengths=settings.lengths, **paths)
     sizes = ", ".join(f"{split} {len(assembled[split]['id'])}" for split in ("train", "valid", "test"))
-    print(f"wrote {output}: {sizes}; {len(assembled['meta']['failures'])} modality failures")
+    print(f"wrote {settings.output}: {sizes}; {len(assembled['meta']['failures'])} modality failures")
     for line in describe_truncation(assembled["meta"]):
         print(f"  {line}")
     return 0

@@ -9,13 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from robustmm.data import SPLITS
+from robustmm.errors import UserError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".flv", ".mpg", ".mpeg", ".webm", ".m4v", ".wmv", ".3gp", ".ts")
 REQUIRED_COLUMNS = ("video_id", "clip_id", "text", "label", "mode")
 EXTRA_LABEL_COLUMNS = ("label_T", "label_A", "label_V")
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """A dataset folder that cannot be read; the message lists every problem with file and row."""
 
     def __init__(self, problems: list[str]):

@@ -66,7 +66,7 @@ def extract_clip(path: Path, extractors: Mapping[int, Extractor]) -> dict[int, t
                         rows[i].append(features)
 
         try:
-            decoded = decode_clip(path, {e.sample_rate for e in audio.values()}, {e.frame_rate for e in frame.values()}, on_frame)
+            decoded = decode_clip(path, {e.audio_format for e in audio.values()}, {e.frame_rate for e in frame.values()}, on_frame)
         except ClipError as error:
             for i, extractor in {**audio, **frame}.items():
                 results[i] = (_failure(extractor, str(error)), error.cache)
@@ -75,7 +75,7 @@ def extract_clip(path: Path, extractors: Mapping[int, Extractor]) -> dict[int, t
                 if decoded.audio is None:
                     results[i] = (_failure(extractor, "no audio stream"), True)
                     continue
-                samples = decoded.audio[extractor.sample_rate]
+                samples = decoded.audio[extractor.audio_format]
                 try:
                     features = extractor.extract(samples)
                     results[i] = (ClipResult({"features": features}, quality={"seconds": round(len(samples) / extractor.sample_rate, 3)}), True)

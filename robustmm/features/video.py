@@ -142,6 +142,7 @@ AU_PRESENCE = ("01", "02", "04", "05", "06", "07", "09", "10", "12", "14", "15",
 GAZE_COLUMNS = tuple(f"gaze_{eye}_{axis}" for eye in (0, 1) for axis in "xyz") + ("gaze_angle_x", "gaze_angle_y")
 POSE_COLUMNS = ("pose_Tx", "pose_Ty", "pose_Tz", "pose_Rx", "pose_Ry", "pose_Rz")
 AU_COLUMNS = tuple(f"AU{au}_r" for au in AU_INTENSITY) + tuple(f"AU{au}_c" for au in AU_PRESENCE)
+LANDMARK_2D_COLUMNS = tuple(f"{axis}_{i}" for axis in "xy" for i in range(68))
 OPENFACE_SETS = {
     "all": (
         GAZE_COLUMNS
@@ -154,6 +155,11 @@ OPENFACE_SETS = {
         + AU_COLUMNS
     ),
     "au_pose": POSE_COLUMNS + GAZE_COLUMNS + AU_COLUMNS,  # the AVEC2019 49-dim set
+    # MMSA-FET 0.4.1 example_configs/openface.json (-2Dfp -pose -aus; it keeps every column after the first
+    # five): 177 dims in OpenFace's column order.
+    "mmsa-fet": POSE_COLUMNS + LANDMARK_2D_COLUMNS + AU_COLUMNS,
+    # The same config with head_pose off (-2Dfp -aus): 171 dims, the vision width of MMSA-FET's MOSI re-extraction.
+    "mmsa-fet-171": LANDMARK_2D_COLUMNS + AU_COLUMNS,
 }
 
 
@@ -193,7 +199,7 @@ def parse_openface_csv(path: str | Path, feature_set: str = "all") -> tuple[np.n
 @dataclass
 class OpenfaceConfig:
     binary: str = "FeatureExtraction"  # a path, or a name found on PATH
-    feature_set: str = "all"  # "all" (709 dims) or "au_pose" (49 dims)
+    feature_set: str = "all"  # "all" (709 dims), "au_pose" (49), "mmsa-fet" (177) or "mmsa-fet-171" (171)
     fps: float | None = None  # keep one frame per 1/fps seconds; None keeps every frame of the video
     timeout_seconds: float = 3600.0
 
