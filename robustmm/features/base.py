@@ -8,8 +8,6 @@ Raise ClipError for problems of the clip (they are reported per clip); any other
 from __future__ import annotations
 
 import dataclasses
-import math
-import types
 import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -100,53 +98,31 @@ class FileExtractor(Extractor):
         raise NotImplementedError
 
 
-def _type_problem(value, hint) -> str | None:
-    """What `value` should be for the annotation `hint` (int, float, bool, str, tuple[X, ...], X | None), or None."""
-    if isinstance(hint, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        problems = [_type_problem(value, option) for option in options if option is not type(None)]
-        return None if None in problems else " or ".join(problems)
-    if typing.get_origin(hint) is tuple:
-        item = typing.get_args(hint)[0]
-        if not isinstance(value, (list, tuple)) or any(_type_problem(entry, item) for entry in value):
-            return f"a list of {item.__name__} values"
-        return None
-    if hint is bool:
-        return None if isinstance(value, bool) else "true or false"
-    if hint is int:
-        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
-    if hint is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        return None if ok else "a finite number"
-    if hint is str:
-        return None if isinstance(value, str) else "a string"
-    return None
-
-
 def check_config(config, positive: Iterable[str] = (), probabilities: Iterable[str] = (),
                  choices: Mapping[str, Iterable] | None = None) -> None:
     """Refuse an extractor config whose values have the wrong type or range, naming the key, the value and what is
     allowed; called by every config's __post_init__, so each way of building one is checked before any work
-    (a negative fps looped forever, fps 0 failed on the first clip). `positive` fields must be > 0 (each entry of a
-    list), `probabilities` within [0, 1], `choices` one of the values given."""
+    (a negative fps looped forever, fps 0 failed on the first clip). Types follow the settings schema's rules for
+    the field's annotation; `positive` fields must be > 0 (each entry of a list), `probabilities` within [0, 1],
+    `choices` one of the values given."""
+    # Imported here: the settings schema imports this module for the extractor registry.
+    from robustmm.settings import Problems, kind_of_annotation
+
     hints = typing.get_type_hints(type(config))
-    problems = []
+    problems = Problems()
     for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        if (expected := _type_problem(value, hints[field.name])) is not None:
-            problems.append(f"{field.name} = {value!r} must be {expected}")
-        elif value is None:
+        value, found = getattr(config, field.name), len(problems.found)
+        kind_of_annotation(hints[field.name]).parse(value, field.name, problems)
+        if len(problems.found) != found or value is None:
             continue
-        elif field.name in positive and any(entry <= 0 for entry in (value if isinstance(value, (list, tuple)) else [value])):
-            problems.append(f"{field.name} = {value!r} must be greater than 0")
+        if field.name in positive and any(entry <= 0 for entry in (value if isinstance(value, (list, tuple)) else [value])):
+            problems.reject(field.name, value, "a number > 0")
         elif field.name in probabilities and not 0.0 <= value <= 1.0:
-            problems.append(f"{field.name} = {value!r} must be within [0, 1]")
+            problems.reject(field.name, value, "a number in [0, 1]")
         elif field.name in (choices or {}) and value not in choices[field.name]:
-            problems.append(f"{field.name} = {value!r} must be one of {', '.join(map(str, choices[field.name]))}")
-    if problems:
-        raise ValueError("; ".join(problems))
+            problems.reject(field.name, value, f"one of {', '.join(map(str, choices[field.name]))}")
+    if problems.found:
+        raise ValueError("; ".join(f"{path}: {message}" for path, message in problems.found))
 
 
 EXTRACTORS: dict[str, type[Extractor]] = {}
