@@ -59,3 +59,12 @@ def test_missing_columns_and_missing_files(tmp_path):
         read_dataset(root)
     with pytest.raises(DatasetError, match="label.csv: file not found"):
         read_dataset(tmp_path / "absent")
+
+
+def test_a_label_csv_that_is_not_utf8_is_refused_naming_the_file_and_line(tmp_path):
+    root = write_dataset(tmp_path / "d", "", ["v/1.mp4", "v/2.mp4"])
+    (root / "label.csv").write_bytes("video_id,clip_id,text,label,mode\nv,1,fine,0.5,train\nv,2,très bien,1,test\n".encode("latin-1"))
+    with pytest.raises(DatasetError, match=r"label.csv:3: not UTF-8 text \(byte 0xe8 .*save label.csv as UTF-8"):
+        read_dataset(root)
+    (root / "label.csv").write_bytes("video_id,clip_id,text,label,mode\nv,1,fine,0.5,train\nv,2,très bien,1,test\n".encode("utf-8-sig"))
+    assert [clip.text for clip in read_dataset(root)] == ["fine", "très bien"]

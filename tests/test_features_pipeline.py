@@ -123,7 +123,9 @@ def test_assemble_takes_lengths_from_params_and_is_byte_identical(dataset, extra
     assert meta["extractors"]["vision"]["config"]["fps"] == 5 and meta["extractors"]["audio"]["version"] == 3
     assert meta["feature_names"]["vision"][:2] == ["_neutral", "browDownLeft"] and len(meta["feature_names"]["audio"]) == 39
     assert {(f["id"], f["modality"]) for f in meta["failures"]} >= {("b$_$1", "audio"), ("b$_$2", "vision")}
-    assert meta["truncated_clips"]["vision"] == 2
+    assert meta["truncation"]["vision"] == {"unit": "frames", "length": 4, "clips": 2, "lost": 2, "most": 1,
+                                            "per_clip": {"a$_$1": 1, "b$_$1": 1}}
+    assert meta["truncation"]["audio"]["clips"] == 0 and meta["truncation"]["text"]["clips"] == 0
     assert first["train"]["id"].tolist() == train["id"].tolist()
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from robustmm import data
-from robustmm.features.dataset import read_dataset
+from robustmm.features.cache import text_hash
+from robustmm.features.dataset import Clip, read_dataset
 from robustmm.features.extract import read_features
 
 META_FORMAT = "robustmm-extract 1"
@@ -37,6 +38,46 @@ def _check_ids(path: str | os.PathLike, features: dict, ids: list[str]) -> dict[
     return position
 
 
+def _check_transcripts(path: str | os.PathLike, features: dict, clips: list[Clip], label_csv: Path) -> None:
+    """Refuse text features of transcripts that label.csv no longer holds: the new text would get the old ids."""
+    if "transcript_hashes" not in features:
+        raise data.FormatError(path, ["records no transcripts to check against label.csv (made by an older robustmm): rerun extract text"])
+    recorded = dict(zip(features["ids"], features["transcript_hashes"]))
+    changed = [clip.id for clip in clips if recorded[clip.id] != text_hash(clip.text)]
+    if changed:
+        raise data.FormatError(path, [
+            f"the transcript of {len(changed)} clip(s) changed in {label_csv} since the text was extracted "
+            f"({', '.join(changed[:5])}{', ...' if len(changed) > 5 else ''}): rerun extract text (`dvc repro` does)"
+        ])
+
+
+def _truncation(clips: list[Clip], loaded: dict, positions: dict, lengths: dict[str, int]) -> dict:
+    """Per modality: the clips longer than the padded length and how much each lost (text: transcript tokens)."""
+    summary = {}
+    for modality, length in lengths.items():
+        if modality == "text":
+            sizes = {clip.id: loaded["text"]["quality"].get(clip.id, {}).get("tokens") for clip in clips}
+        else:
+            sizes = {clip.id: len(loaded[modality]["features"][positions[modality][clip.id]]) for clip in clips}
+        lost = {clip_id: size - length for clip_id, size in sizes.items() if size is not None and size > length}
+        summary[modality] = {"unit": "tokens" if modality == "text" else "frames", "length": length, "clips": len(lost),
+                             "lost": sum(lost.values()), "most": max(lost.values(), default=0), "per_clip": lost}
+    return summary
+
+
+def describe_truncation(meta: dict) -> list[str]:
+    """One line per modality: how many clips the padded length cut and how much they lost."""
+    lines = []
+    for modality, cut in meta["truncation"].items():
+        if not cut["clips"]:
+            lines.append(f"{modality}: no clip longer than {cut['length']} {cut['unit']}")
+            continue
+        longest = max(cut["per_clip"], key=cut["per_clip"].get)
+        lines.append(f"{modality}: {cut['clips']} clip(s) cut to {cut['length']} {cut['unit']}, {cut['lost']} {cut['unit']} "
+                     f"lost in all, at most {cut['most']} ({longest}); meta.truncation.{modality}.per_clip lists them")
+    return lines
+
+
 def assemble(
     dataset_dir: str | os.PathLike,
     text: str | os.PathLike,
@@ -60,6 +101,7 @@ def assemble(
         if features["modality"] != modality:
             raise data.FormatError(paths[modality], [f"holds {features['modality']} features, given as {modality}"])
     positions = {modality: _check_ids(paths[modality], features, ids) for modality, features in loaded.items()}
+    _check_transcripts(text, loaded["text"], clips, Path(dataset_dir) / "label.csv")
     if loaded["text"]["text_bert"].shape[-1] != text_length:
         raise ValueError(
             f"{text}: text was tokenised to {loaded['text']['text_bert'].shape[-1]} tokens but the text length is "
@@ -68,7 +110,6 @@ def assemble(
 
     result: dict = {}
     sequence_lengths = {"audio": audio_length, "vision": vision_length}
-    truncated = {"audio": 0, "vision": 0}
     for split in data.SPLITS:
         members = [clip for clip in clips if clip.mode == split]
         rows = {modality: [positions[modality][clip.id] for clip in members] for modality in loaded}
@@ -82,7 +123,6 @@ def assemble(
         for modality, length in sequence_lengths.items():
             dim = loaded[modality]["extractor"]["dim"]
             padded = [pad_sequence(loaded[modality]["features"][row], length) for row in rows[modality]]
-            truncated[modality] += sum(len(loaded[modality]["features"][row]) > length for row in rows[modality])
             columns[modality] = np.stack([array for array, _ in padded]) if padded else np.zeros((0, length, dim), np.float32)
             columns[f"{modality}_lengths"] = np.array([valid for _, valid in padded], dtype=np.int64)
         for name in sorted({name for clip in clips for name in clip.extra_labels}):
@@ -103,7 +143,7 @@ def assemble(
         "feature_names": {modality: list(features["extractor"]["feature_names"]) for modality, features in loaded.items()},
         "failures": failures,
         "quality": {modality: features["quality"] for modality, features in loaded.items() if features["quality"]},
-        "truncated_clips": truncated,
+        "truncation": _truncation(clips, loaded, positions, {"text": text_length, **sequence_lengths}),
     }
     problems = data.validate(result)
     if problems:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from robustmm.features.base import AudioExtractor, register
+from robustmm.features.base import AudioExtractor, check_config, register
 from robustmm.features.decode import AudioFormat, ClipError
 
 CHROMA_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
@@ -137,6 +137,7 @@ class LibrosaConfig(AudioDecoding):
     hop_length: int | None = None  # None: the recipe's (an explicit list: 512)
 
     def __post_init__(self):
+        check_config(self, positive=("sample_rate", "n_fft", "hop_length"))
         super().__post_init__()
         if isinstance(self.recipe, str) and self.recipe not in LIBROSA_RECIPES:
             raise ValueError(f"librosa: unknown recipe {self.recipe!r}; known: {', '.join(LIBROSA_RECIPES)} or a list")
@@ -232,6 +233,10 @@ class OpensmileConfig(AudioDecoding):
     feature_set: str = "eGeMAPSv02"
     functionals: bool = False  # True: one row of functionals per clip instead of 100 Hz low-level descriptors
 
+    def __post_init__(self):
+        check_config(self, positive=("sample_rate",))
+        super().__post_init__()
+
 
 @register
 class OpensmileExtractor(AudioExtractor):
@@ -287,6 +292,10 @@ class MfccConfig(AudioDecoding):
     window_seconds: float = 0.025
     hop_seconds: float = 0.01
     delta_orders: tuple[int, ...] = (1, 2)
+
+    def __post_init__(self):
+        check_config(self, positive=("sample_rate", "n_mfcc", "window_seconds", "hop_seconds", "delta_orders"))
+        super().__post_init__()
 
 
 @register

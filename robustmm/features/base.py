@@ -8,6 +8,8 @@ Raise ClipError for problems of the clip (they are reported per clip); any other
 from __future__ import annotations
 
 import dataclasses
+import typing
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import ClassVar
 
@@ -96,6 +98,33 @@ class FileExtractor(Extractor):
         raise NotImplementedError
 
 
+def check_config(config, positive: Iterable[str] = (), probabilities: Iterable[str] = (),
+                 choices: Mapping[str, Iterable] | None = None) -> None:
+    """Refuse an extractor config whose values have the wrong type or range, naming the key, the value and what is
+    allowed; called by every config's __post_init__, so each way of building one is checked before any work
+    (a negative fps looped forever, fps 0 failed on the first clip). Types follow the settings schema's rules for
+    the field's annotation; `positive` fields must be > 0 (each entry of a list), `probabilities` within [0, 1],
+    `choices` one of the values given."""
+    # Imported here: the settings schema imports this module for the extractor registry.
+    from robustmm.settings import Problems, kind_of_annotation
+
+    hints = typing.get_type_hints(type(config))
+    problems = Problems()
+    for field in dataclasses.fields(config):
+        value, found = getattr(config, field.name), len(problems.found)
+        kind_of_annotation(hints[field.name]).parse(value, field.name, problems)
+        if len(problems.found) != found or value is None:
+            continue
+        if field.name in positive and any(entry <= 0 for entry in (value if isinstance(value, (list, tuple)) else [value])):
+            problems.reject(field.name, value, "a number > 0")
+        elif field.name in probabilities and not 0.0 <= value <= 1.0:
+            problems.reject(field.name, value, "a number in [0, 1]")
+        elif field.name in (choices or {}) and value not in choices[field.name]:
+            problems.reject(field.name, value, f"one of {', '.join(map(str, choices[field.name]))}")
+    if problems.found:
+        raise ValueError("; ".join(f"{path}: {message}" for path, message in problems.found))
+
+
 EXTRACTORS: dict[str, type[Extractor]] = {}
 
 
@@ -120,4 +149,7 @@ def create_extractor(name: str, config: dict | None = None, modality: str | None
     unknown = sorted(set(config or {}) - fields)
     if unknown:
         raise ValueError(f"extractor {name!r}: unknown config key(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
-    return cls(cls.config_class(**(config or {})))
+    try:
+        return cls(cls.config_class(**(config or {})))
+    except ValueError as error:
+        raise ValueError(f"extractor {name!r}: config {error}") from None

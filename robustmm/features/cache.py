@@ -1,11 +1,18 @@
-"""Per-clip cache of extractor outputs, keyed by (clip content hash, extractor name, config, version)."""
+"""Per-clip cache of extractor outputs, keyed by (clip content hash, extractor name, config, version), and the
+private numba cache that the extraction processes share."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
+import pickle
+import sys
+import tempfile
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +41,10 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+class DamagedEntry(ValueError):
+    """A cache entry that cannot be read (truncated, overwritten, from another program): it is extracted again."""
+
+
 class FeatureCache:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
@@ -48,16 +59,28 @@ class FeatureCache:
         return self.root / extractor.name / key[:2] / f"{key}.npz"
 
     @staticmethod
-    def load(path: Path) -> ClipResult | None:
+    def load(path: Path, shapes: dict[str, tuple[int | None, ...]]) -> ClipResult | None:
+        """The entry at `path` (None when absent); `shapes` gives each array it must hold (None: any size there).
+
+        Raises DamagedEntry when the file cannot be read or does not hold what the extractor writes.
+        """
         if not path.is_file():
             return None
         try:
             with np.load(path, allow_pickle=False) as stored:
                 info = json.loads(str(stored["info"]))
                 arrays = {name: stored[name] for name in stored.files if name != "info"}
-        except (OSError, ValueError, KeyError) as error:
-            raise RuntimeError(f"unreadable cache entry {path} ({error}); delete it to re-extract that clip") from None
-        return ClipResult(arrays=arrays, failure=info["failure"], quality=info["quality"])
+            result = ClipResult(arrays=arrays, failure=info["failure"], quality=info["quality"])
+        except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile, zlib.error,
+                pickle.UnpicklingError) as error:
+            raise DamagedEntry(f"{type(error).__name__}: {error}") from None
+        for name, shape in shapes.items():
+            array = result.arrays.get(name)
+            if array is None:
+                raise DamagedEntry(f"no {name!r} array")
+            if array.ndim != len(shape) or any(want is not None and have != want for have, want in zip(array.shape, shape)):
+                raise DamagedEntry(f"{name!r} has shape {array.shape}, expected {tuple('*' if n is None else n for n in shape)}")
+        return result
 
     @staticmethod
     def store(path: Path, result: ClipResult) -> None:
@@ -65,3 +88,46 @@ class FeatureCache:
         with atomic_write(path) as file:
             info = json.dumps({"failure": result.failure, "quality": result.quality}, sort_keys=True)
             np.savez(file, info=np.array(info), **result.arrays)
+
+
+JIT_CACHE_ENV_VAR = "NUMBA_CACHE_DIR"
+
+
+def use_private_jit_cache() -> Path:
+    """Point numba's on-disk cache (librosa's `cache=True` kernels) at a folder of this environment's own, unless
+    NUMBA_CACHE_DIR is set already; return the folder. Set before the workers start, so they inherit it.
+
+    numba's default is `__pycache__` beside librosa in site-packages, which every environment and every process
+    writes at once; workers compiling the same kernels together left its index and object files out of step, and
+    every later process that loaded them segfaulted.
+    """
+    if not os.environ.get(JIT_CACHE_ENV_VAR):
+        environment = hashlib.sha256(sys.prefix.encode("utf-8")).hexdigest()[:16]
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        folder = base / "robustmm" / "numba" / environment
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:  # a read-only home: the temporary folder is this user's own too
+            folder = Path(tempfile.gettempdir()) / f"robustmm-numba-{os.getuid()}" / environment
+            folder.mkdir(parents=True, exist_ok=True)
+        os.environ[JIT_CACHE_ENV_VAR] = str(folder)
+    return Path(os.environ[JIT_CACHE_ENV_VAR])
+
+
+@contextlib.contextmanager
+def jit_cache_lock():
+    """Hold the numba cache's lock: one process at a time loads extractors, so the first compiles and writes the
+    kernels and the others find them complete (numba itself does not lock its cache files)."""
+    folder = use_private_jit_cache()
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "robustmm.lock", "a") as lock:
+        try:
+            import fcntl
+        except ImportError:  # no fcntl (Windows): processes load without the lock
+            yield
+            return
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

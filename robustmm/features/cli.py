@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from robustmm.features.assemble import assemble
+from robustmm.features.assemble import assemble, describe_truncation
 from robustmm.features.extract import DEFAULT_MAX_FAILURE_SHARE, extract
 from robustmm.presets import MODALITIES
 from robustmm.settings import (
@@ -74,6 +74,8 @@ def cmd_assemble(args: argparse.Namespace) -> int:
     assembled = assemble(dataset_dir=settings.dataset, output=settings.output, lengths=settings.lengths, **paths)
     sizes = ", ".join(f"{split} {len(assembled[split]['id'])}" for split in ("train", "valid", "test"))
     print(f"wrote {settings.output}: {sizes}; {len(assembled['meta']['failures'])} modality failures")
+    for line in describe_truncation(assembled["meta"]):
+        print(f"  {line}")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,11 +65,19 @@ def read_dataset(dataset_dir: str | Path) -> list[Clip]:
     raw_dir = dataset_dir / "Raw"
     if not label_csv.is_file():
         raise DatasetError([f"{label_csv}: file not found (expected label.csv and Raw/<video_id>/<clip_id>.<ext>)"])
-    with open(label_csv, newline="", encoding="utf-8-sig") as file:
-        reader = csv.DictReader(file)
-        columns = [name.strip() for name in reader.fieldnames or []]
-        reader.fieldnames = columns
-        rows = list(reader)
+    content = label_csv.read_bytes()
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = content[:error.start].count(b"\n") + 1
+        raise DatasetError([
+            f"{label_csv}:{line}: not UTF-8 text (byte 0x{content[error.start]:02x} at offset {error.start}); "
+            "save label.csv as UTF-8 (e.g. `iconv -f <its encoding> -t UTF-8`)"
+        ]) from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    columns = [name.strip() for name in reader.fieldnames or []]
+    reader.fieldnames = columns
+    rows = list(reader)
     missing = [name for name in REQUIRED_COLUMNS if name not in columns]
     if missing:
         raise DatasetError([f"{label_csv}: missing column(s) {', '.join(missing)} (has {', '.join(columns) or 'none'})"])

@@ -71,6 +71,14 @@ def _reason(error: Exception) -> str:
     return getattr(error, "strerror", None) or str(error)
 
 
+def _upright(rgb: np.ndarray, rotation: int) -> np.ndarray:
+    """The frame as it is meant to be seen: phones store frames sideways with a display matrix saying how to turn
+    them (a face model given the sideways face still finds it, with the wrong head pose and blendshapes).
+    `rotation` is FFmpeg's angle in degrees counterclockwise, as np.rot90 turns; mirroring is not applied."""
+    quarter_turns = round(rotation / 90) % 4
+    return np.rot90(rgb, quarter_turns) if quarter_turns else rgb
+
+
 class _FrameSampler:
     def __init__(self, fps: float):
         self.fps = fps
@@ -176,7 +184,7 @@ def decode_clip(
                     last_time = max(last_time, time + 1.0 / frame_rate)
                     wanted = [sampler.fps for sampler in samplers if sampler.wants(time)]
                     if wanted and on_frame is not None:
-                        rgb = to_rgb.reformat(frame, format="rgb24", threads=1).to_ndarray()
+                        rgb = _upright(to_rgb.reformat(frame, format="rgb24", threads=1).to_ndarray(), frame.rotation)
                         for fps in wanted:
                             on_frame(fps, time, rgb)
             track.add(None)

@@ -6,14 +6,20 @@ Each modality is written to its own features file (read by `assemble`) and a JSO
 
 from __future__ import annotations
 
-import dataclasses
+import ctypes
 import json
 import multiprocessing
+import multiprocessing.process
 import os
-from collections import Counter
+import signal
+import sys
+import threading
+import time
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +28,8 @@ from tqdm import tqdm
 
 from robustmm import data
 from robustmm.features.base import AudioExtractor, Extractor, FileExtractor, FrameExtractor, create_extractor
-from robustmm.features.cache import ClipResult, FeatureCache, file_hash, text_hash
+from robustmm.features.cache import (ClipResult, DamagedEntry, FeatureCache, file_hash, jit_cache_lock, text_hash,
+                                     use_private_jit_cache)
 from robustmm.features.dataset import Clip, read_dataset
 from robustmm.features.decode import ClipError, decode_clip
 from robustmm.features.text import BertExtractor
@@ -112,32 +119,190 @@ def _run_job(job: _Job, extractors: list[Extractor]) -> tuple[str, dict[int, Cli
     return job.clip_id, uncached
 
 
-_worker_extractors: list[Extractor] = []
+def _warn(message: str) -> None:
+    tqdm.write(f"warning: {message}", file=sys.stderr)
 
 
-def _init_worker(specs: list[tuple[str, dict]]) -> None:
+def _load_extractors(extractors: list[Extractor]) -> None:
+    with jit_cache_lock():
+        for extractor in extractors:
+            extractor.load()
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """A worker must not outlive its stage: after kill -9 of the stage, orphans kept their models (~670 MB each)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    else:
+        def exit_when_orphaned() -> None:
+            while os.getppid() == parent_pid:
+                time.sleep(1.0)
+            os._exit(1)
+
+        threading.Thread(target=exit_when_orphaned, daemon=True).start()
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(1)
+
+
+def _worker_main(connection: Connection, specs: list[tuple[type[Extractor], object]], parent_pid: int) -> None:
+    """One worker process: load the extractors, then extract the jobs the parent sends until it sends None."""
+    _die_with_parent(parent_pid)
     threadpool_limits(limits=1, user_api="blas")  # one core per worker, as in the serial run (see _run_jobs)
-    _worker_extractors.extend(create_extractor(name, config) for name, config in specs)
-    for extractor in _worker_extractors:
-        extractor.load()
+    extractors = [cls(config) for cls, config in specs]
+    try:
+        try:
+            _load_extractors(extractors)
+        except Exception as error:
+            raise RuntimeError(f"loading the extractors failed: {type(error).__name__}: {error}") from error
+        connection.send(("ready", None))
+        while (job := connection.recv()) is not None:
+            connection.send(("done", _run_job(job, extractors)))
+    except EOFError:  # the parent has gone
+        pass
+    except RuntimeError as error:  # _run_job names the clip
+        connection.send(("error", str(error)))
+    finally:
+        for extractor in extractors:
+            extractor.close()
 
 
-def _worker_job(job: _Job) -> tuple[str, dict[int, ClipResult]]:
-    return _run_job(job, _worker_extractors)
+def _death_cause(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exit code {exitcode}"
+
+
+@dataclass
+class _Worker:
+    process: multiprocessing.process.BaseProcess
+    connection: Connection
+    job: _Job | None = None
+    ready: bool = False
+
+
+class _WorkerPool:
+    """Worker processes that extract one clip at a time. A worker that dies (segfault, OOM kill, os._exit) costs
+    only its clip: the clip is retried once in a fresh worker, then reported failed with the cause, and the other
+    clips go on (ProcessPoolExecutor lost every clip with the pool)."""
+
+    ATTEMPTS = 2
+    MAX_FAILED_STARTS = 3  # workers dying in a row while loading the extractors: not a problem of a clip
+
+    def __init__(self, extractors: list[Extractor], workers: int):
+        self.extractors = extractors
+        self.size = workers
+        self.specs = [(type(extractor), extractor.config) for extractor in extractors]
+        self.context = multiprocessing.get_context("spawn")  # no forked copies of model threads or locks
+        self.workers: list[_Worker] = []
+        self.failed_starts = 0
+
+    def _start(self) -> None:
+        parent_end, child_end = self.context.Pipe()
+        process = self.context.Process(target=_worker_main, args=(child_end, self.specs, os.getpid()), daemon=True,
+                                       name="robustmm-extract")
+        process.start()
+        child_end.close()
+        self.workers.append(_Worker(process, parent_end))
+
+    def run(self, jobs: list[_Job], bar: tqdm) -> dict[tuple[int, str], ClipResult]:
+        pending, attempts, uncached = deque(jobs), Counter(), {}
+        try:
+            while pending or any(worker.job for worker in self.workers):
+                self._dispatch(pending)
+                busy = sum(worker.job is not None for worker in self.workers)
+                while len(self.workers) < min(self.size, len(pending) + busy):
+                    self._start()
+                waitables = [worker.connection for worker in self.workers] + [worker.process.sentinel for worker in self.workers]
+                ready = wait(waitables)
+                for worker in list(self.workers):
+                    if worker.connection not in ready and worker.process.sentinel not in ready:
+                        continue
+                    try:
+                        kind, payload = worker.connection.recv() if worker.connection.poll() else (None, None)
+                    except (EOFError, OSError):
+                        kind = None
+                    if kind is None:
+                        if worker.process.sentinel in ready or not worker.process.is_alive():
+                            self._on_death(worker, pending, attempts, uncached, bar)
+                        continue
+                    if kind == "error":
+                        raise RuntimeError(payload)
+                    if kind == "done":
+                        clip_id, results = payload
+                        uncached.update({(i, clip_id): result for i, result in results.items()})
+                        bar.update(1)
+                    worker.ready, worker.job, self.failed_starts = True, None, 0
+        finally:
+            self._stop()
+        return uncached
+
+    def _dispatch(self, pending: deque) -> None:
+        """Give each idle worker the next job (a job can come back to the queue when its worker died)."""
+        for worker in self.workers:
+            if worker.ready and worker.job is None and pending:
+                job = pending.popleft()
+                try:
+                    worker.connection.send(job)
+                    worker.job = job
+                except OSError:  # the worker is exiting: its death is handled when its sentinel fires
+                    pending.appendleft(job)
+
+    def _on_death(self, worker: _Worker, pending: deque, attempts: Counter, uncached: dict, bar: tqdm) -> None:
+        worker.process.join()
+        cause = _death_cause(worker.process.exitcode)
+        worker.connection.close()
+        self.workers.remove(worker)
+        job = worker.job
+        if job is None:
+            if worker.ready:  # idle: nothing lost
+                return
+            self.failed_starts += 1
+            if self.failed_starts >= self.MAX_FAILED_STARTS:
+                raise RuntimeError(f"{self.failed_starts} extraction workers in a row died while loading the extractors "
+                                   f"(the last {cause}); try --workers 1 to see the error")
+            return
+        attempts[job.clip_id] += 1
+        if attempts[job.clip_id] < self.ATTEMPTS:
+            _warn(f"{job.path}: the worker process extracting it died ({cause}); retrying it in a fresh worker")
+            pending.appendleft(job)
+            return
+        reason = f"the worker process died extracting this clip ({cause}), also when retried in a fresh worker"
+        _warn(f"{job.path}: {reason}; reported as failed (not cached, a rerun tries again)")
+        uncached.update({(i, job.clip_id): _failure(self.extractors[i], reason) for i, _ in job.entries})
+        bar.update(1)
+
+    def _stop(self) -> None:
+        for worker in self.workers:
+            try:
+                worker.connection.send(None)
+            except OSError:
+                pass
+        for worker in self.workers:
+            worker.process.join(timeout=10 if worker.job is None else 0)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+            worker.connection.close()
+        self.workers.clear()
 
 
 def _run_jobs(jobs: list[_Job], extractors: list[Extractor], workers: int, progress: bool,
               meanwhile: Callable[[], None]) -> dict[tuple[int, str], ClipResult]:
     """Extract the media jobs; `meanwhile` (the text encoding) runs in this process while workers extract."""
-    uncached: dict[tuple[int, str], ClipResult] = {}
     bar = tqdm(total=len(jobs), unit="clip", desc="extract", disable=not progress or not jobs, smoothing=0.1)
-    if workers <= 1 or len(jobs) <= 1:
+    if workers <= 1:
         # A worker is one core: BLAS threads beside it only oversubscribe the cores (librosa's mel products ran
         # 20 to 30 times slower with two BLAS threads on two busy cores). One thread everywhere also keeps the
         # floats independent of the worker count (MFCC last bits differed between threaded and single-threaded BLAS).
+        uncached: dict[tuple[int, str], ClipResult] = {}
         with bar, threadpool_limits(limits=1, user_api="blas"):
-            for extractor in extractors:
-                extractor.load()
+            _load_extractors(extractors)
             try:
                 for job in jobs:
                     clip_id, results = _run_job(job, extractors)
@@ -148,39 +313,55 @@ def _run_jobs(jobs: list[_Job], extractors: list[Extractor], workers: int, progr
                     extractor.close()
         meanwhile()
         return uncached
-    specs = [(extractor.name, dataclasses.asdict(extractor.config)) for extractor in extractors]
-    context = multiprocessing.get_context("spawn")  # no forked copies of model threads or locks
-    pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context, initializer=_init_worker, initargs=(specs,))
-    try:
-        futures = [pool.submit(_worker_job, job) for job in jobs]
-        meanwhile()
+    # The pool is driven from this thread (a worker's death signal follows the thread that started it), the text
+    # encoding runs beside it.
+    with ThreadPoolExecutor(1) as text_thread:
+        text = text_thread.submit(meanwhile)
         with bar:
-            for future in as_completed(futures):
-                clip_id, results = future.result()
-                uncached.update({(i, clip_id): result for i, result in results.items()})
-                bar.update(1)
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)  # stop at the first error; finished clips stay cached
-        raise
-    pool.shutdown()
+            uncached = _WorkerPool(extractors, min(workers, len(jobs))).run(jobs, bar)
+        text.result()
     return uncached
 
 
-def _extract_text(clips: list[Clip], extractor: BertExtractor, cache: FeatureCache, progress: bool) -> None:
-    """Encode the transcripts not yet cached. Batches are fixed slices of the sorted clip list, so a resumed run
-    computes every clip in the same batch as an uninterrupted run would (identical floats)."""
+def _cached(path: Path, clip: Clip, extractor: Extractor) -> ClipResult | None:
+    """The cache entry of `clip` (None when absent); a damaged entry is named, removed and extracted again."""
+    if extractor.modality == "text":
+        shapes = {"text_bert": (3, extractor.config.max_length), "text": (extractor.config.max_length, extractor.dim)}
+    else:
+        shapes = {"features": (None, extractor.dim)}
+    try:
+        return FeatureCache.load(path, shapes)
+    except DamagedEntry as damage:
+        _warn(f"damaged cache entry {path} ({extractor.modality} of clip {clip.id}, {clip.path}): {damage}; extracting it again")
+        path.unlink(missing_ok=True)
+        return None
+
+
+def _extract_text(clips: list[Clip], extractor: BertExtractor, cache: FeatureCache, progress: bool) -> list[ClipResult]:
+    """Every clip's text features, encoding the transcripts not yet cached. Batches are fixed slices of the sorted
+    clip list, so a resumed run computes every clip in the same batch as an uninterrupted run would (identical floats)."""
     entries = [cache.entry(text_hash(clip.text), extractor) for clip in clips]
+    results = [_cached(path, clip, extractor) for path, clip in zip(entries, clips)]
     size = extractor.config.batch_size
-    starts = [start for start in range(0, len(clips), size) if any(not path.is_file() for path in entries[start:start + size])]
-    if not starts:
-        return
-    extractor.load()
+    starts = [start for start in range(0, len(clips), size) if any(result is None for result in results[start:start + size])]
+    if starts:
+        extractor.load()
     for start in tqdm(starts, unit="batch", desc="text", disable=not progress):
         batch = slice(start, start + size)
         text_bert, text = extractor.extract_batch([clip.text for clip in clips[batch]])
-        for path, ids, hidden in zip(entries[batch], text_bert, text):
-            if not path.is_file():
-                FeatureCache.store(path, ClipResult({"text_bert": ids, "text": hidden}))
+        for index, ids, hidden in zip(range(start, len(clips)), text_bert, text):
+            if results[index] is None:
+                results[index] = ClipResult({"text_bert": ids, "text": hidden})
+                FeatureCache.store(entries[index], results[index])
+    return results
+
+
+def _transcript_tokens(extractor: BertExtractor, clips: list[Clip]) -> list[int]:
+    """Tokens of each whole transcript with [CLS] and [SEP], before `max_length` cuts it (assemble reports the cut)."""
+    from robustmm.text_encoder import OFFLINE_ENCODER, TextEncoder
+
+    tokenizer = TextEncoder(extractor.config.model or OFFLINE_ENCODER, load_weights=False).tokenizer
+    return [len(ids) for ids in tokenizer([clip.text for clip in clips], verbose=False)["input_ids"]]
 
 
 def _report_path(output: Path) -> Path:
@@ -195,6 +376,8 @@ def _modality_output(modality: str, extractor: Extractor, clips: list[Clip], res
     features = {"kind": FEATURES_KIND, "modality": modality, "extractor": extractor.describe(), "ids": ids,
                 "failures": failures, "quality": quality}
     if modality == "text":
+        # assemble compares them with label.csv: token ids of an edited transcript must not pass for the new text
+        features["transcript_hashes"] = [text_hash(clip.text) for clip in clips]
         features["text_bert"] = np.stack([result.arrays["text_bert"] for result in results]).astype(np.int64)
         features["text"] = np.stack([result.arrays["text"] for result in results]).astype(np.float32)
     else:
@@ -241,43 +424,54 @@ def extract(
         raise ValueError(f"extractors for {sorted(extractors)} but outputs for {sorted(outputs)}")
     if not 0.0 <= max_failure_share <= 1.0:
         raise ValueError(f"max_failure_share must be within [0, 1], got {max_failure_share}")
-    clips = read_dataset(dataset_dir)
     built = {modality: create_extractor(name, config, modality) for modality, (name, config) in extractors.items()}
     for extractor in built.values():
         _ = extractor.feature_names  # a bad config (e.g. an unknown feature set) fails here, before any work
+    clips = read_dataset(dataset_dir)
     cache = FeatureCache(cache_dir)
     workers = (os.cpu_count() or 1) if workers is None else workers
+    use_private_jit_cache()
 
     media = [(modality, extractor) for modality, extractor in built.items() if modality != "text"]
     media_extractors = [extractor for _, extractor in media]
     for extractor in media_extractors:
         extractor.check()
     hashes = {clip.id: file_hash(clip.path) for clip in clips} if media else {}
+    results: dict[tuple[int, str], ClipResult] = {}
     jobs = []
     for clip in clips:
-        entries = tuple((i, str(path)) for i, extractor in enumerate(media_extractors)
-                        if not (path := cache.entry(hashes[clip.id], extractor)).is_file())
+        entries = []
+        for i, extractor in enumerate(media_extractors):
+            path = cache.entry(hashes[clip.id], extractor)
+            if (result := _cached(path, clip, extractor)) is None:
+                entries.append((i, str(path)))
+            else:
+                results[(i, clip.id)] = result
         if entries:
-            jobs.append(_Job(clip.id, str(clip.path), entries))
+            jobs.append(_Job(clip.id, str(clip.path), tuple(entries)))
+    text_results: list[ClipResult] = []
+
     def extract_text() -> None:
         if "text" in built:
-            _extract_text(clips, built["text"], cache, progress)
+            text_results.extend(_extract_text(clips, built["text"], cache, progress))
 
     if jobs:
-        uncached = _run_jobs(jobs, media_extractors, workers, progress, meanwhile=extract_text)
+        results.update(_run_jobs(jobs, media_extractors, workers, progress, meanwhile=extract_text))
     else:
-        uncached = {}
         extract_text()
+    if "text" in built:
+        tokens = _transcript_tokens(built["text"], clips)
+        text_results = [ClipResult(result.arrays, result.failure, {"tokens": count}) for result, count in zip(text_results, tokens)]
 
     reports, problems = {}, []
     for modality, extractor in built.items():
-        index = media_extractors.index(extractor) if modality != "text" else None
-        results = []
-        for clip in clips:
-            content = text_hash(clip.text) if modality == "text" else hashes[clip.id]
-            result = uncached.get((index, clip.id)) or FeatureCache.load(cache.entry(content, extractor))
-            results.append(result)
-        features, report = _modality_output(modality, extractor, clips, results)
+        if modality == "text":
+            modality_results = text_results
+        else:
+            index = media_extractors.index(extractor)
+            modality_results = [results.get((index, clip.id)) or FeatureCache.load(cache.entry(hashes[clip.id], extractor), {})
+                                for clip in clips]
+        features, report = _modality_output(modality, extractor, clips, modality_results)
         output = Path(outputs[modality])
         output.parent.mkdir(parents=True, exist_ok=True)
         _report_path(output).write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")

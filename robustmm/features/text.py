@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from robustmm.features.base import Extractor, register
+from robustmm.features.base import Extractor, check_config, register
 
 
 PADDED_STATES = ("zeros", "encoder")
@@ -29,6 +29,7 @@ class BertConfig:
     truncation: str = "keep-sep"
 
     def __post_init__(self):
+        check_config(self, positive=("max_length", "batch_size"))
         for key, known in (("padded_states", PADDED_STATES), ("truncation", TRUNCATIONS)):
             if getattr(self, key) not in known:
                 raise ValueError(f"bert: unknown {key} {getattr(self, key)!r}; known: {', '.join(known)}")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robustmm.features.base import FileExtractor, FrameExtractor, register
+from robustmm.features.base import FileExtractor, FrameExtractor, check_config, register
 from robustmm.features.decode import ClipError
 
 MODEL_ENV_VAR = "ROBUSTMM_FACE_LANDMARKER"
@@ -72,6 +72,9 @@ class MediapipeConfig:
     model_path: str | None = None
     min_detection_confidence: float = 0.5
     min_presence_confidence: float = 0.5
+
+    def __post_init__(self):
+        check_config(self, positive=("fps",), probabilities=("min_detection_confidence", "min_presence_confidence"))
 
 
 @register
@@ -199,6 +202,9 @@ class OpenfaceConfig:
     feature_set: str = "all"  # "all" (709 dims), "au_pose" (49), "mmsa-fet" (177) or "mmsa-fet-171" (171)
     fps: float | None = None  # keep one frame per 1/fps seconds; None keeps every frame of the video
     timeout_seconds: float = 3600.0
+
+    def __post_init__(self):
+        check_config(self, positive=("fps", "timeout_seconds"), choices={"feature_set": OPENFACE_SETS})
 
 
 @register
