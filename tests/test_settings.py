@@ -47,7 +47,7 @@ def test_the_repository_params_are_valid():
     params = load_params(REPO / "params.yaml")
     assert params.datasets["demo"].preset == "custom" and params.sweep.epochs == 10
     assert params.extract.audio.extractor == "librosa" and params.extract.text.config.max_length == 16
-    assert params.assemble.lengths.audio == 173 and params.report.metrics["avec"] == ["CCC", "RMSE", "MAE"]
+    assert params.assemble.lengths.audio == 175 and params.report.metrics["avec"] == ["CCC", "RMSE", "MAE"]
 
 
 @pytest.mark.parametrize(("edit", "expected"), [
@@ -232,7 +232,7 @@ def test_cli_extract_and_assemble_settings(tmp_path, capsys):
     assert "params.yaml: extract.datasets: unknown key (did you mean 'dataset'?)" in err
     assert "params.yaml: extract.dataset: missing; give a path" in err
     assert main(["assemble", "--config", str(REPO / "params.yaml"), *dataset, "--output", str(tmp_path / "x.pkl")]) == 2
-    assert "params.yaml: assemble.lengths: {'audio': 173, 'vision': 40} is not allowed (three integers >= 1" in capsys.readouterr().err
+    assert "params.yaml: assemble.lengths: {'audio': 175, 'vision': 40} is not allowed (three integers >= 1" in capsys.readouterr().err
     assert main(["assemble", *dataset, "--output", str(tmp_path / "x.pkl")]) == 2
     assert "--lengths: missing; give three integers >= 1" in capsys.readouterr().err
 
