@@ -348,6 +348,9 @@ def as_pattern(value) -> MissingPattern:
 
 # ------------------------------------------------------------------------------ the train-once protocol
 
+# per_rate: one model trained and tested per (rate, seed) (TFR-Net, EMT-DLFR); train_once: `TrainOnce` (LNLN).
+PROTOCOLS = ("per_rate", "train_once")
+
 
 @dataclass(frozen=True)
 class TrainOnce:
