@@ -195,7 +195,7 @@ def write_outputs(rows: list[dict], out: Path, key_metrics: tuple[str, ...], inf
 
     out.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(out / "results.csv", index=False)
-    names = [name for name in rows[0] if name not in ("rate", "seed", "epochs", "best_epoch", "train_seconds")]
+    names = [name for name in rows[0] if name not in report.RUN_COLUMNS]
     by_metric = report.curves(rows, names, source=str(out / "results.csv"))
     rates = by_metric[names[0]].rates
     columns = {"rate": rates}
