@@ -154,7 +154,20 @@ def _modalities(value, what: str) -> tuple[str, ...]:
     unknown = [name for name in names if name not in MODALITIES]
     if unknown or len(set(names)) != len(names):
         raise ValueError(f"{what} {list(names)!r}: expected distinct names among {', '.join(MODALITIES)}")
+    if not names:
+        raise ValueError(f"{what} []: name at least one of {', '.join(MODALITIES)}")
     return tuple(name for name in MODALITIES if name in names)  # text, audio, vision order
+
+
+def _drop_in(split: dict, modalities: tuple[str, ...], rate, seeds: tuple[int, int, int], unk_id: int, drop) -> dict:
+    """`apply_keep` of the valid masks after `drop(modality, keep, rate, generator)` zeroed some positions of
+    each listed modality's `keep` in place, drawing from a generator seeded with that modality's seed only."""
+    rate = _check_rate(rate)
+    keeps = valid_masks(split)
+    for modality, seed in zip(MODALITIES, seeds):
+        if modality in modalities:
+            drop(modality, keeps[modality], rate, np.random.RandomState(seed))
+    return apply_keep(split, keeps, unk_id)
 
 
 @dataclass(frozen=True)
@@ -183,11 +196,8 @@ class PerModality:
         if len(rates) != 3 or not all(isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0 <= rate <= 1
                                       for rate in rates):
             raise ValueError(f"rates {self.rates!r}: expected three numbers in [0, 1] (text, audio, vision)")
-        swept = _modalities(self.swept, "swept")
-        if not swept:
-            raise ValueError("swept []: name at least one modality whose rate the sweep's grid sets")
         object.__setattr__(self, "rates", tuple(float(rate) for rate in rates))
-        object.__setattr__(self, "swept", swept)
+        object.__setattr__(self, "swept", _modalities(self.swept, "swept"))
 
     def modality_rates(self, rate) -> tuple:
         return tuple(rate if modality in self.swept else fixed for modality, fixed in zip(MODALITIES, self.rates))
@@ -264,23 +274,17 @@ class Block:
             position += length
         return keep
 
+    def drop_spans(self, modality: str, keep: np.ndarray, rate: np.ndarray, generator: np.random.RandomState) -> None:
+        lengths = keep.sum(axis=1)
+        rates = np.broadcast_to(rate, lengths.shape)
+        # Text spans lie between [CLS] and the final [SEP], which are always kept.
+        first = 1 if modality == "text" else 0
+        for row, length in enumerate(lengths):
+            inner = max(int(length) - 2 * first, 0)
+            keep[row, first:first + inner] = self.row_keep(inner, float(rates[row]), generator)
+
     def apply(self, split: dict, rate, seeds: tuple[int, int, int], unk_id: int = UNK_ID) -> dict:
-        rate = _check_rate(rate)
-        valid = valid_masks(split)
-        keeps = {}
-        for modality, seed in zip(MODALITIES, seeds):
-            keep = valid[modality].copy()
-            if modality in self.modalities:
-                generator = np.random.RandomState(seed)
-                lengths = valid[modality].sum(axis=1)
-                rates = np.broadcast_to(rate, lengths.shape)
-                # Text spans lie between [CLS] and the final [SEP], which are always kept.
-                first = 1 if modality == "text" else 0
-                for row, length in enumerate(lengths):
-                    inner = max(int(length) - 2 * first, 0)
-                    keep[row, first:first + inner] = self.row_keep(inner, float(rates[row]), generator)
-            keeps[modality] = keep
-        return apply_keep(split, keeps, unk_id)
+        return _drop_in(split, self.modalities, rate, seeds, unk_id, self.drop_spans)
 
 
 @dataclass(frozen=True)
@@ -294,22 +298,14 @@ class WholeModality:
     rate_meaning: ClassVar[str] = "share of samples without the modality"
 
     def __post_init__(self):
-        modalities = _modalities(self.modalities, "modalities")
-        if not modalities:
-            raise ValueError("modalities []: name at least one modality that may be absent")
-        object.__setattr__(self, "modalities", modalities)
+        object.__setattr__(self, "modalities", _modalities(self.modalities, "modalities"))
+
+    @staticmethod
+    def drop_samples(modality: str, keep: np.ndarray, rate: np.ndarray, generator: np.random.RandomState) -> None:
+        keep[generator.uniform(size=len(keep)) < rate] = 0
 
     def apply(self, split: dict, rate, seeds: tuple[int, int, int], unk_id: int = UNK_ID) -> dict:
-        rate = _check_rate(rate)
-        valid = valid_masks(split)
-        keeps = {}
-        for modality, seed in zip(MODALITIES, seeds):
-            keep = valid[modality].copy()
-            if modality in self.modalities:
-                absent = np.random.RandomState(seed).uniform(size=len(keep)) < rate
-                keep[absent] = 0
-            keeps[modality] = keep
-        return apply_keep(split, keeps, unk_id)
+        return _drop_in(split, self.modalities, rate, seeds, unk_id, self.drop_samples)
 
 
 PATTERNS = {pattern.name: pattern for pattern in (Iid, PerModality, Block, WholeModality)}

@@ -148,7 +148,8 @@ def test_pattern_settings_are_checked_and_round_trip():
         ("block", {"distribution": "geometric"}, "mean_span None"),
         ("block", {"mean_span": 3.0}, "applies to distribution 'geometric' only"),
         ("per_modality", {"rates": [0, 1.5, 0]}, "three numbers in"),
-        ("per_modality", {"swept": []}, "at least one modality"),
+        ("per_modality", {"swept": []}, "swept \\[\\]: name at least one of"),
+        ("block", {"modalities": []}, "modalities \\[\\]: name at least one of"),
         ("modality", {"modalities": ["audio", "face"]}, "distinct names among text, audio, vision"),
     ]:
         with pytest.raises(ValueError, match=message):
