@@ -27,7 +27,8 @@ import torch
 from robustmm import metrics, report
 from robustmm.device import resolve_device
 from robustmm.missing import (
-    PATTERNS, PER_TRAINING_SEED, PROTOCOL_MISSING_SEEDS, PROTOCOLS, SPAN_DISTRIBUTIONS, MissingPattern, TrainOnce, check_missing_seeds, missing_pattern, pattern_record,
+    PATTERNS, PER_TRAINING_SEED, PROTOCOL_MISSING_SEEDS, PROTOCOLS, SPAN_DISTRIBUTIONS, MissingPattern, TrainOnce,
+    check_missing_seeds, missing_pattern, pattern_record,
 )
 from robustmm.models.tfr_net import TEXT_MODES
 from robustmm.presets import PRESET_SOURCES, Preset, check_tfr_net_overrides

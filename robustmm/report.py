@@ -219,7 +219,7 @@ def describe_run_info(info: dict | None) -> str:
     seeds = ", ".join(map(str, seeds)) if isinstance(seeds, list) else seeds
     overrides = ", ".join(f"{key}={value}" for key, value in sorted(info["tfr_net_overrides"].items()))
     pattern = info.get("missing", {"pattern": "iid"})
-    options = ", ".join(f"{key} {value}" for key, value in pattern.items() if key not in ("pattern", "rate"))
+    options = ", ".join(f"{key} {value}" for key, value in pattern.items() if key not in ("pattern", "rate") and value is not None)
     training = protocol.get("training", "one model trained and tested per (rate, seed)")
     return (
         f"TFR-Net {info['mode']}{' + SimAM' if info['simam'] else ''}, {info['text_mode']} text, settings from "

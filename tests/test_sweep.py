@@ -226,3 +226,19 @@ def test_a_pattern_sweep_keeps_its_own_runs_and_a_changed_pattern_retrains(featu
     # A bad pattern setting is an error naming its key, before any work.
     assert main([*flags[:-4], "--missing", "per_modality", "--swept", "audio,face"]) == 2
     assert "patterns.per_modality: swept ['audio', 'face']: expected distinct names" in capsys.readouterr().err
+
+
+def test_train_and_evaluate_take_the_runs_pattern(feature_file, tmp_path):
+    out = tmp_path / "train"
+    assert main(["train", "--data", str(feature_file), "--dataset", "sims", "--rate", "1", "--out", str(out),
+                 "--epochs", "1", "--text-mode", "frozen", "--text-encoder", OFFLINE_ENCODER, "--device", "cpu",
+                 "--no-progress", "--missing", "modality", "--absent-modalities", "audio"]) == 0
+    config = json.loads((out / "result.json").read_text())["config"]
+    assert config["missing"] == {"pattern": "modality", "modalities": ["audio"]}
+    # The checkpoint keeps the pattern: evaluated again at its rate it gives its own test metrics (iid at rate 1
+    # would have dropped every modality, not only the audio).
+    from robustmm.train import evaluate_checkpoint
+
+    tested = json.loads((out / "result.json").read_text())["test"]
+    again = evaluate_checkpoint(out / "best.pt", feature_file, device="cpu")
+    assert again["MAE"] == pytest.approx(tested["MAE"]) and again["Corr"] == pytest.approx(tested["Corr"])
