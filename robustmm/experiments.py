@@ -1,8 +1,15 @@
-"""The missing-rate sweep: one TFR-Net trained and tested per (rate, seed), then mean/std per rate and AUILC.
+"""The missing-rate sweep: TFR-Net tested at every rate of a grid, then mean/std per rate and AUILC.
 
-Outputs in `out`: `runs/rate_<r>_seed_<s>/` (fingerprint, checkpoint and result.json of each run), `results.csv`
-(one row per run), `metrics.json` (flat numeric keys for `dvc metrics show`: per rate, AUILC over the grid and
-the mean over rates 0..0.9), `run_info.json` (which mode, preset source, settings and protocol produced them),
+Two protocols: `per_rate` (TFR-Net / EMT-DLFR) trains and tests one model per (rate, seed); `train_once` (LNLN)
+trains one model per seed with per-sample random rates, selects it on the validation split at a stated rate
+and tests it at every rate. The rate drops features in a missing pattern of robustmm.missing (default iid).
+
+Outputs in `out`: `runs/rate_<r>_seed_<s>/` (fingerprint, checkpoint and result.json of each run; another
+pattern's runs are `<pattern>_rate_<r>_seed_<s>/`, train-once runs `[<pattern>_]train_once_seed_<s>/`),
+`results.csv` (one row per (rate, seed)), `metrics.json` (flat numeric keys for `dvc metrics show`: per rate,
+AUILC over the grid and the mean over rates 0..0.9; prefixed `<pattern>/` and `train_once/` away from the
+default, so that `dvc metrics diff` never pairs numbers of different patterns or protocols), `run_info.json`
+(which mode, preset source, settings, missing pattern and protocol produced them),
 `robustness.csv` (metric mean/std vs rate, for `dvc plots show`) and `robustness.png`. Finished runs of the
 same fingerprint are reused and unfinished ones resumed, so an interrupted sweep continues.
 """
@@ -19,7 +26,10 @@ import torch
 
 from robustmm import metrics, report
 from robustmm.device import resolve_device
-from robustmm.missing import PER_TRAINING_SEED, PROTOCOL_MISSING_SEEDS, check_missing_seeds
+from robustmm.missing import (
+    PATTERNS, PER_TRAINING_SEED, PROTOCOL_MISSING_SEEDS, PROTOCOLS, SPAN_DISTRIBUTIONS, MissingPattern, TrainOnce,
+    check_missing_seeds, missing_pattern, pattern_record,
+)
 from robustmm.models.tfr_net import TEXT_MODES
 from robustmm.presets import PRESET_SOURCES, Preset, check_tfr_net_overrides
 from robustmm.settings import SweepCommandSettings, TrainCommandSettings, load_command_settings
@@ -33,8 +43,22 @@ def rate_name(rate: float) -> str:
     return f"rate_{float(rate)!r}"
 
 
-def run_dir_name(rate: float, seed: int) -> str:
-    return f"{rate_name(rate)}_seed_{seed}"
+def run_dir_name(rate: float, seed: int, pattern: MissingPattern | None = None) -> str:
+    return f"{pattern_prefix(pattern)}{rate_name(rate)}_seed_{seed}"
+
+
+def train_once_dir_name(seed: int, pattern: MissingPattern | None = None) -> str:
+    return f"{pattern_prefix(pattern)}train_once_seed_{seed}"
+
+
+def pattern_prefix(pattern: MissingPattern | None) -> str:
+    """`block_`: another pattern's runs live beside the iid ones (whose names are those of earlier versions)."""
+    return "" if pattern is None or pattern.name == "iid" else f"{pattern.name}_"
+
+
+def metrics_label(pattern: MissingPattern, protocol: str) -> str:
+    """The metrics.json prefix of a pattern and protocol other than the default (iid, per_rate)."""
+    return "".join(f"{part}/" for part in (pattern.name, protocol) if part not in ("iid", "per_rate"))
 
 
 def sweep(
@@ -61,8 +85,17 @@ def sweep(
     missing_seeds: tuple[int, int, int] | str = PROTOCOL_MISSING_SEEDS,
     preset_source: str | None = None,
     tfr_net: dict | None = None,
+    missing: str = "iid",
+    patterns: dict | None = None,
+    protocol: str = "per_rate",
+    train_once: dict | None = None,
 ) -> dict:
-    """Train and test one model per (rate, seed) on the feature file `data`; returns the metrics.json dict.
+    """Test TFR-Net at every rate of a grid on the feature file `data`; returns the metrics.json dict.
+
+    `missing` names the pattern the rate drops features in (robustmm.missing: iid, per_modality, block,
+    modality), with its settings in `patterns[missing]`. `protocol` "per_rate" trains one model per (rate, seed);
+    "train_once" one per seed, with the robustmm.missing.TrainOnce settings `train_once` (per-sample training
+    rates, complete share, validation rate), tested at every rate.
 
     `rates` and `seeds` (training seeds) default to the preset's protocol; `missing_seeds` are the (text,
     audio, vision) seeds of the masks, the same for every training seed (or "per_training_seed");
@@ -76,6 +109,10 @@ def sweep(
 
     missing_seeds = check_missing_seeds(missing_seeds)
     tfr_net = check_tfr_net_overrides(tfr_net) if tfr_net else None
+    pattern = missing_pattern(missing, (patterns or {}).get(missing))
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
+    once = TrainOnce(**(train_once or {})) if protocol == "train_once" else None
     loaded, preset = load_features(data, dataset, metric_family, label_range, preset_source, tfr_net)
     rates = sorted(float(rate) for rate in (preset.missing_rates if rates is None else rates))
     seeds = [int(seed) for seed in (preset.seeds if seeds is None else seeds)]
@@ -90,27 +127,39 @@ def sweep(
     encoder = TextEncoder(text_encoder or preset.text_encoder, device=resolve_device(device), load_weights=text_mode == "frozen")
     complete_cache: dict = {}
     data_hash = data_sha256(loaded)
+    common = dict(
+        dataset=dataset, text_mode=text_mode, text_encoder=encoder.name, text_target=text_target, simam=simam,
+        faithful=faithful, device=device, amp=amp, max_epochs=epochs, batch_size=batch_size, progress=progress,
+        metric_family=metric_family, label_range=None if label_range is None else tuple(label_range),
+        missing_seeds=missing_seeds, preset_source=preset_source, tfr_net=tfr_net, missing=pattern_record(pattern),
+    )
+    if once is None:
+        planned = [(RunConfig(**common, rate=rate, seed=seed), run_dir_name(rate, seed, pattern)) for rate in rates for seed in seeds]
+    else:
+        planned = [(RunConfig(**common, rate=once.valid_rate, seed=seed, train_once=once, test_rates=tuple(rates)),
+                    train_once_dir_name(seed, pattern)) for seed in seeds]
     rows = []
-    for rate in rates:
-        for seed in seeds:
-            config = RunConfig(
-                dataset=dataset, rate=rate, seed=seed, text_mode=text_mode, text_encoder=encoder.name,
-                text_target=text_target, simam=simam, faithful=faithful, device=device, amp=amp,
-                max_epochs=epochs, batch_size=batch_size, progress=progress, metric_family=metric_family,
-                label_range=None if label_range is None else tuple(label_range), missing_seeds=missing_seeds,
-                preset_source=preset_source, tfr_net=tfr_net,
-            )
-            run_dir = model_dir / run_dir_name(rate, seed)
-            result = train(loaded, preset, config, run_dir, encoder, complete_cache, data_hash=data_hash, overwrite=overwrite)
-            if not keep_models:
-                (run_dir / "best.pt").unlink(missing_ok=True)
-            rows.append({"rate": rate, "seed": seed, "epochs": result["epochs"], "best_epoch": result["best_epoch"],
-                         "train_seconds": result["train_seconds"], **result["test"]})
-    return write_outputs(rows, out, preset.key_metrics, run_info(preset, config, seeds))
+    for config, name in planned:
+        run_dir = model_dir / name
+        result = train(loaded, preset, config, run_dir, encoder, complete_cache, data_hash=data_hash, overwrite=overwrite)
+        if not keep_models:
+            (run_dir / "best.pt").unlink(missing_ok=True)
+        rows += result_rows(result)
+    return write_outputs(rows, out, preset.key_metrics, run_info(preset, config, seeds), metrics_label(pattern, protocol))
+
+
+def result_rows(result: dict) -> list[dict]:
+    """A run's rows of results.csv: its test at its rate, or (train-once) one row per test rate."""
+    tested = result.get("test_by_rate") or [{"rate": result["rate"], "metrics": result["test"]}]
+    return [{"rate": entry["rate"], "seed": result["seed"], "epochs": result["epochs"], "best_epoch": result["best_epoch"],
+             "train_seconds": result["train_seconds"], **entry["metrics"]} for entry in tested]
 
 
 def run_info(preset: Preset, config: RunConfig, seeds: list[int]) -> dict:
-    """What produced a sweep's numbers: model mode, TFR-Net settings and their source, the missing protocol."""
+    """What produced a sweep's numbers: model mode, TFR-Net settings and their source, the missing pattern and
+    protocol."""
+    pattern = config.pattern
+    once = config.train_once
     return {
         "dataset": preset.name,
         "mode": "faithful" if config.faithful else "corrected",
@@ -120,7 +169,15 @@ def run_info(preset: Preset, config: RunConfig, seeds: list[int]) -> dict:
         "preset_source": preset.preset_source,
         "tfr_net_overrides": config.tfr_net or {},
         "tfr_net": dataclasses.asdict(preset.tfr_net),
+        "missing": {**pattern_record(pattern), "rate": pattern.rate_meaning},
         "protocol": {
+            "name": "per_rate" if once is None else "train_once",
+            "training": ("one model trained and tested per (rate, seed), the same rate on train, valid and test" if once is None
+                         else f"one model per seed trained with per-sample rates uniform in [{once.train_rates[0]:g}, "
+                              f"{once.train_rates[1]:g}] ({once.complete_share:g} of the samples complete), selected on the "
+                              f"validation split at rate {once.valid_rate:g}, tested at every rate"),
+            "selection": "early stopping and the best checkpoint on the validation split; the test split selects nothing",
+            **({} if once is None else {"train_once": dataclasses.asdict(once)}),
             "masks": ("drawn with each training seed for all three modalities" if config.missing_seeds == PER_TRAINING_SEED
                       else "fixed per modality, the same for every training seed"),
             "missing_seeds": config.missing_seeds if config.missing_seeds == PER_TRAINING_SEED else list(config.missing_seeds),
@@ -131,14 +188,15 @@ def run_info(preset: Preset, config: RunConfig, seeds: list[int]) -> dict:
     }
 
 
-def write_outputs(rows: list[dict], out: Path, key_metrics: tuple[str, ...], info: dict | None = None) -> dict:
-    """results.csv (the rows), robustness.csv, metrics.json (mean/std per rate, AUILC, mean over rates 0..0.9),
-    run_info.json (`info`, with the rates swept and those the mean covers), robustness.png."""
+def write_outputs(rows: list[dict], out: Path, key_metrics: tuple[str, ...], info: dict | None = None, label: str = "") -> dict:
+    """results.csv (the rows), robustness.csv, metrics.json (mean/std per rate, AUILC, mean over rates 0..0.9,
+    each key prefixed with `label`), run_info.json (`info`, with the rates swept and those the mean covers),
+    robustness.png."""
     import pandas as pd
 
     out.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(out / "results.csv", index=False)
-    names = [name for name in rows[0] if name not in ("rate", "seed", "epochs", "best_epoch", "train_seconds")]
+    names = [name for name in rows[0] if name not in report.RUN_COLUMNS]
     by_metric = report.curves(rows, names, source=str(out / "results.csv"))
     rates = by_metric[names[0]].rates
     columns = {"rate": rates}
@@ -158,7 +216,7 @@ def write_outputs(rows: list[dict], out: Path, key_metrics: tuple[str, ...], inf
     if mean_rates:
         flat.update({f"{report.MEAN_KEY}/{name}": report.mean_over_rates(curve) for name, curve in by_metric.items()})
     # NaN (e.g. Corr of constant predictions) is not JSON: DVC and strict parsers need null.
-    flat = {key: None if math.isnan(value) else value for key, value in flat.items()}
+    flat = {label + key: None if math.isnan(value) else value for key, value in flat.items()}
     (out / "metrics.json").write_text(json.dumps(flat, indent=2, sort_keys=True, allow_nan=False))
     if info is not None:
         info = {**info, "protocol": {**info["protocol"], "rates": list(rates), f"{report.MEAN_KEY}_rates": list(mean_rates)}}
@@ -197,6 +255,10 @@ def _missing_seeds(text: str) -> tuple[int, int, int] | str:
         return check_missing_seeds(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _names(text: str) -> list[str]:
+    return [value.strip() for value in text.split(",") if value.strip()]
 
 
 def _setting(text: str) -> tuple[str, str]:
@@ -240,10 +302,30 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
                         help="upstream configuration of the TFR-Net settings (default: the preset's; docs/training.md)")
     parser.add_argument("--set", dest="tfr_net", type=_setting, action="append", metavar="NAME=VALUE",
                         help="change one TFR-Net setting, e.g. learning_rate_other=1e-3 or recon_weights=1,1,1 (repeatable)")
+    parser.add_argument("--missing", choices=PATTERNS, help="missing pattern the rate drops features in (default iid; docs/training.md)")
+    parser.add_argument("--modality-rates", type=_floats, metavar="T,A,V",
+                        help="per_modality: fixed text,audio,vision rates of the modalities not swept (default 0,0,0)")
+    parser.add_argument("--swept", type=_names, metavar="MODALITIES", help="per_modality: modalities that take the rate (default audio)")
+    parser.add_argument("--block-modalities", type=_names, metavar="MODALITIES", help="block: modalities with missing blocks (default all)")
+    parser.add_argument("--span-distribution", choices=SPAN_DISTRIBUTIONS, help="block: span lengths uniform in [min, max] (default) or geometric")
+    parser.add_argument("--min-span", type=int, help="block: shortest span in steps (default 1)")
+    parser.add_argument("--max-span", type=int, help="block: longest span in steps (default 10)")
+    parser.add_argument("--mean-span", type=float, help="block, geometric: mean span in steps")
+    parser.add_argument("--absent-modalities", type=_names, metavar="MODALITIES",
+                        help="modality: modalities that may be absent as a whole (default all)")
 
+
+# Flags of one missing pattern's or protocol's settings: {settings key: flag destination}.
+OPTION_FLAGS = {
+    "patterns.per_modality.rates": "modality_rates", "patterns.per_modality.swept": "swept",
+    "patterns.block.modalities": "block_modalities", "patterns.block.distribution": "span_distribution",
+    "patterns.block.min_span": "min_span", "patterns.block.max_span": "max_span", "patterns.block.mean_span": "mean_span",
+    "patterns.modality.modalities": "absent_modalities", "train_once.train_rates": "train_rates",
+    "train_once.complete_share": "complete_share", "train_once.valid_rate": "valid_rate",
+}
 
 MODEL_FLAGS = ("text_mode", "text_encoder", "text_target", "simam", "faithful", "device", "amp", "epochs", "batch_size",
-               "metric_family", "label_range", "missing_seeds", "preset_source")
+               "metric_family", "label_range", "missing_seeds", "preset_source", "missing")
 
 
 def _flags(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, tuple[str, object]]:
@@ -254,17 +336,18 @@ def _flags(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, tuple[
     if "keep_models" in names:
         flags["keep_models"] = ("--no-keep-models", args.keep_models)
     flags.update({f"tfr_net.{name}": ("--set", value) for name, value in args.tfr_net or []})
+    flags.update({key: ("--" + dest.replace("_", "-"), getattr(args, dest)) for key, dest in OPTION_FLAGS.items() if hasattr(args, dest)})
     return flags
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    names = (*MODEL_FLAGS, "rates", "seeds", "out", "model_dir", "keep_models", "torch_threads", "overwrite")
+    names = (*MODEL_FLAGS, "rates", "seeds", "out", "model_dir", "keep_models", "torch_threads", "overwrite", "protocol")
     settings = load_command_settings(SweepCommandSettings, args.config, args.section, _flags(args, names))
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     flat = sweep(args.data, args.dataset, **settings.sweep_arguments())
     for key in sorted(flat):
-        if key.startswith(("auilc/", f"{report.MEAN_KEY}/")) and flat[key] is not None:
+        if ("auilc/" in key or f"{report.MEAN_KEY}/" in key) and flat[key] is not None:
             print(f"{key}: {flat[key]:.4f}")
     print(f"wrote {Path(settings.out) / 'results.csv'}, metrics.json, robustness.csv, robustness.png")
     return 0
@@ -284,6 +367,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=settings.device, amp=settings.amp, max_epochs=settings.epochs, batch_size=settings.batch_size,
         progress=settings.progress, metric_family=settings.metric_family, label_range=settings.label_range,
         missing_seeds=settings.missing_seeds, preset_source=settings.preset_source, tfr_net=settings.tfr_net,
+        missing=missing_pattern(settings.missing, (settings.patterns or {}).get(settings.missing)),
     )
     result = train(loaded, preset, config, settings.out, encoder, overwrite=settings.overwrite)
     print(json.dumps({"rate": result["rate"], "seed": result["seed"], "best_epoch": result["best_epoch"], **result["test"]}, indent=2))
@@ -316,6 +400,12 @@ def register(commands) -> None:
     sweep_parser.add_argument("--model-dir", help="checkpoint folder (default: OUT/runs)")
     sweep_parser.add_argument("--no-keep-models", dest="keep_models", action="store_false", default=None,
                               help="delete each run's checkpoint after testing")
+    sweep_parser.add_argument("--protocol", choices=PROTOCOLS,
+                              help="per_rate: one model per (rate, seed) (default); train_once: one model per seed, tested at every rate")
+    sweep_parser.add_argument("--train-rates", type=_floats, metavar="LOW,HIGH",
+                              help="train_once: per-sample training rates uniform in [LOW, HIGH] (default 0,1)")
+    sweep_parser.add_argument("--complete-share", type=float, help="train_once: share of complete training samples (default 0)")
+    sweep_parser.add_argument("--valid-rate", type=float, help="train_once: rate of the validation split that selects the model (default 0.5)")
     sweep_parser.add_argument("--torch-threads", type=int, help="CPU threads for PyTorch (default: one per core)")
     sweep_parser.add_argument("--config", help="YAML/JSON file holding the settings (flags override it)")
     sweep_parser.add_argument("--section", default="sweep", help="dotted section of --config (default sweep)")

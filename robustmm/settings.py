@@ -33,7 +33,7 @@ from robustmm.errors import UserError
 from robustmm.features.base import EXTRACTORS, create_extractor
 from robustmm.features.extract import DEFAULT_MAX_FAILURE_SHARE
 from robustmm.metrics import FAMILIES
-from robustmm.missing import PER_TRAINING_SEED, PROTOCOL_MISSING_SEEDS, check_missing_seeds
+from robustmm.missing import PATTERNS, PER_TRAINING_SEED, PROTOCOL_MISSING_SEEDS, PROTOCOLS, TrainOnce, check_missing_seeds
 from robustmm.models.tfr_net import TEXT_MODES
 from robustmm.presets import KEY_METRICS, MODALITIES, PRESET_SOURCES, PRESETS, check_tfr_net_overrides
 from robustmm.train import TEXT_TARGETS
@@ -445,6 +445,11 @@ POSITIVE = Integer(1)
 NAME = Text("a name")
 PATH = Text("a path")
 PRESET = Choice(lambda: sorted([*PRESETS, "custom"]))
+# Each missing pattern's own settings, by pattern name (iid has none): checked by the pattern's dataclass.
+PATTERN_SETTINGS = MappingOf(
+    Choice([name for name, pattern in PATTERNS.items() if dataclasses.fields(pattern)], "a pattern with settings:"),
+    lambda name: FieldsOf(PATTERNS[name], f"missing pattern {name!r}"), "<pattern>",
+)
 
 
 # ------------------------------------------------------------------------------------------------ params.yaml
@@ -531,6 +536,8 @@ class ModelSettings:
         Checked(check_missing_seeds, f"three seeds [text, audio, vision] or {PER_TRAINING_SEED!r}"), PROTOCOL_MISSING_SEEDS)
     preset_source: str | None = setting(Optional(Choice(PRESET_SOURCES)), None)
     tfr_net: dict | None = setting(Optional(Checked(check_tfr_net_overrides, "TFR-Net settings by name")), None)
+    missing: str = setting(Choice(PATTERNS), "iid")
+    patterns: dict[str, dict] | None = setting(Optional(PATTERN_SETTINGS), None)
 
     def problems(self) -> list[tuple[str, str]]:
         if self.text_target == "file" and self.text_mode != "frozen":
@@ -548,6 +555,8 @@ class SweepSettings(ModelSettings):
     seeds: list[int] | None = setting(Optional(ListOf(SEED, 1, distinct=True)), None)
     torch_threads: int | None = setting(Optional(POSITIVE), None)
     overwrite: bool = setting(Boolean(), False)
+    protocol: str = setting(Choice(PROTOCOLS), "per_rate")
+    train_once: dict | None = setting(Optional(FieldsOf(TrainOnce, "the train-once protocol")), None)
 
     def sweep_arguments(self) -> dict:
         """The keyword arguments for robustmm.experiments.sweep (torch_threads is applied by the caller)."""

@@ -1,9 +1,10 @@
 """Training and evaluating TFR-Net on one (missing rate, seed) of a `.pkl` feature file (SPEC sections 5-6).
 
-One run: simulate missing features at `rate` on every split with the protocol's missing seeds (fixed per
-modality, independent of the training seed `seed`; `missing_seeds`), train with L1 on the prediction plus
-the weighted reconstruction loss from epoch 2, early-stop on the validation loss (with a maximum number of
-epochs), reload the best checkpoint and test. `last.pt` is written after every epoch, so a run that is
+One run: simulate missing features at `rate` in the run's pattern (`missing`, default iid) on every split with
+the protocol's missing seeds (fixed per modality, independent of the training seed `seed`; `missing_seeds`),
+or, in the train-once protocol, per-sample random rates on the train split; train with L1 on the prediction
+plus the weighted reconstruction loss from epoch 2, early-stop on the validation loss (with a maximum number
+of epochs), reload the best checkpoint and test (at `rate`, and at each of `test_rates` when given). `last.pt` is written after every epoch, so a run that is
 interrupted resumes where it stopped; `result.json` marks a finished run. `run.json` records the run's
 fingerprint (data, settings, preset, robustmm version): a folder is resumed or reused only when it matches.
 Checkpoints hold tensors and plain data only and are read with `weights_only=True`.
@@ -19,7 +20,7 @@ import math
 import pickle
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,9 @@ from robustmm import data as feature_data
 from robustmm import metrics
 from robustmm.device import resolve_device
 from robustmm.errors import UserError
-from robustmm.missing import PROTOCOL_MISSING_SEEDS, check_missing_seeds, mask_seeds, simulate_missing
+from robustmm.missing import (
+    PROTOCOL_MISSING_SEEDS, MissingPattern, TrainOnce, as_pattern, check_missing_seeds, mask_seeds, pattern_record,
+)
 from robustmm.models.tfr_net import TEXT_MODES, TFRNet
 from robustmm.presets import Preset, check_preset_source, check_tfr_net_overrides, custom_preset, get_preset, override_tfr_net
 
@@ -61,9 +64,27 @@ class RunConfig:
     missing_seeds: tuple[int, int, int] | str = PROTOCOL_MISSING_SEEDS
     preset_source: str | None = None  # "tfr-net", "mmsa" or "emt-dlfr"; None: the preset's default source
     tfr_net: dict | None = None  # TFR-Net settings changed by name, e.g. {"learning_rate_other": 1e-3}
+    # What `rate` drops: a robustmm.missing pattern as its record ({"pattern": "block", "min_span": 2, ...}).
+    missing: dict = field(default_factory=lambda: {"pattern": "iid"})
+    # The train-once protocol: per-sample random rates on the train split (`rate` on valid and test); None: `rate`
+    # on every split.
+    train_once: TrainOnce | None = None
+    # Rates the best checkpoint is also tested at (result.json `test_by_rate`); None: at `rate` only.
+    test_rates: tuple[float, ...] | None = None
+
+    @property
+    def pattern(self) -> MissingPattern:
+        return as_pattern(self.missing)
 
     def __post_init__(self):
         self.missing_seeds = check_missing_seeds(self.missing_seeds)
+        self.missing = pattern_record(as_pattern(self.missing))
+        if isinstance(self.train_once, dict):
+            self.train_once = TrainOnce(**self.train_once)
+        if self.test_rates is not None:
+            self.test_rates = tuple(float(rate) for rate in self.test_rates)
+            if not all(0.0 <= rate <= 1.0 for rate in self.test_rates):
+                raise ValueError(f"test rates {list(self.test_rates)}: each must lie in [0, 1]")
         check_preset_source(self.preset_source)
         self.tfr_net = check_tfr_net_overrides(self.tfr_net) if self.tfr_net else None
         if self.text_mode not in TEXT_MODES:
@@ -155,10 +176,10 @@ def check_label_range(loaded: dict, preset: Preset, path: str | Path, advice: st
         raise feature_data.FormatError(path, problems + [advice])
 
 
-def corrupt(split: dict, rate: float, missing_seeds: tuple[int, int, int], unk_id: int) -> dict:
-    """The split with missing features at `rate`, one mask per modality drawn with its missing seed
-    (text, audio, vision), as upstream's `generate_m`."""
-    return simulate_missing(split, (rate, rate, rate), missing_seeds, unk_id=unk_id)
+def corrupt(split: dict, rate, missing_seeds: tuple[int, int, int], unk_id: int, pattern: MissingPattern | None = None) -> dict:
+    """The split with missing features at `rate` (one number, or one per row) in `pattern` (default iid: upstream's
+    `generate_m`), one mask per modality drawn with its missing seed (text, audio, vision)."""
+    return (pattern or as_pattern("iid")).apply(split, rate, missing_seeds, unk_id=unk_id)
 
 
 def attach_text_features(split: dict, encoder, text_target: str, complete_cache: dict, name: str) -> None:
@@ -256,6 +277,9 @@ def seed_everything(seed: int) -> None:
 
 # RunConfig fields that cannot change a run's result: a run may resume on another device, without bars.
 DISPLAY_ONLY = ("progress", "device")
+# Settings added after runs were recorded, with the value every earlier run was made with: left out of the
+# fingerprint at that value, so that the runs recorded before they existed stay valid.
+ADDED_LATER = {"missing": {"pattern": "iid"}, "train_once": None, "test_rates": None}
 # Preset fields that belong to a sweep or to the reader, not to one run.
 NOT_OF_ONE_RUN = ("notes", "missing_rates", "seeds")
 # The files a run writes in its folder; overwriting a run deletes exactly these.
@@ -288,7 +312,8 @@ def run_fingerprint(preset: Preset, config: RunConfig, data_hash: str) -> dict:
     """What a run's result depends on, as JSON data: the data, every setting, the preset and the code version.
 
     Built from the whole RunConfig and Preset, so a field added to either is covered without listing it."""
-    settings = {key: value for key, value in dataclasses.asdict(config).items() if key not in DISPLAY_ONLY}
+    settings = {key: value for key, value in dataclasses.asdict(config).items()
+                if key not in DISPLAY_ONLY and not (key in ADDED_LATER and value == ADDED_LATER[key])}
     preset_fields = {key: value for key, value in dataclasses.asdict(preset).items() if key not in NOT_OF_ONE_RUN}
     fingerprint = {"robustmm": __version__, "data_sha256": data_hash, "settings": settings, "preset": preset_fields}
     return json.loads(json.dumps(fingerprint))  # tuples as lists: the form run.json reads back
@@ -453,9 +478,13 @@ def prepare_splits(loaded: dict, config: RunConfig, encoder, complete_cache: dic
     """The corrupted splits as tensors. Frozen mode: with `text_cache` (an .npz file), the encoder outputs are
     read from it when it exists and written to it otherwise, so a resumed run does not encode again."""
     cached = dict(np.load(text_cache)) if text_cache is not None and text_cache.exists() else {}
+    seeds = mask_seeds(config.missing_seeds, config.seed)
     splits = {}
     for name in feature_data.SPLITS:
-        split = corrupt(loaded[name], config.rate, mask_seeds(config.missing_seeds, config.seed), encoder.unk_id)
+        rate = config.rate
+        if name == "train" and config.train_once is not None:
+            rate = config.train_once.sample_rates(len(loaded[name]["regression_labels"]), seeds)
+        split = corrupt(loaded[name], rate, seeds, encoder.unk_id, config.pattern)
         if config.text_mode == "frozen" and f"{name}/text_m" in cached:
             split["text"], split["text_m"] = cached[f"{name}/text"], cached[f"{name}/text_m"]
         elif config.text_mode == "frozen":
@@ -465,6 +494,21 @@ def prepare_splits(loaded: dict, config: RunConfig, encoder, complete_cache: dic
         with feature_data.atomic_write(text_cache) as file:
             np.savez(file, **{f"{name}/{key}": splits[name][key].numpy() for name in splits for key in ("text", "text_m")})
     return splits
+
+
+def test_at_rates(model, loaded: dict, preset: Preset, config: RunConfig, encoder, complete_cache: dict,
+                  batch_size: int, device: torch.device) -> list[dict]:
+    """The test metrics of `model` at each of `config.test_rates`, the test split corrupted in the run's pattern."""
+    seeds = mask_seeds(config.missing_seeds, config.seed)
+    results = []
+    for rate in config.test_rates:
+        split = corrupt(loaded["test"], rate, seeds, encoder.unk_id, config.pattern)
+        if config.text_mode == "frozen":
+            attach_text_features(split, encoder, config.text_target, complete_cache, "test")
+        tensors = to_tensors(split, config.text_mode)
+        predictions = predict(model, tensors, batch_size, device, config.amp)
+        results.append({"rate": rate, "metrics": metrics.compute(preset.metric_family, predictions, tensors["labels"].numpy())})
+    return results
 
 
 def train(
@@ -488,9 +532,10 @@ def train(
     batch_size = p.batch_size if config.batch_size is None else config.batch_size
 
     seed_everything(config.seed)
+    complete_cache = {} if complete_cache is None else complete_cache
     # Frozen encoder outputs stay on disk until the run finishes (MOSI with bert-base: 0.7 GB).
     text_cache = run_dir / "text_features.npz"
-    tensors = prepare_splits(loaded, config, encoder, {} if complete_cache is None else complete_cache, text_cache)
+    tensors = prepare_splits(loaded, config, encoder, complete_cache, text_cache)
     train_split = loaded["train"]
     seq_lens = (train_split["text_bert"].shape[2], train_split["audio"].shape[1], train_split["vision"].shape[1])
     feature_dims = (encoder.hidden_size, train_split["audio"].shape[2], train_split["vision"].shape[2])
@@ -548,6 +593,8 @@ def train(
         "test": metrics.compute(preset.metric_family, predictions, tensors["test"]["labels"].numpy()),
         "history": state["history"], "config": dataclasses.asdict(config),
     }
+    if config.test_rates is not None:
+        result["test_by_rate"] = test_at_rates(model, loaded, preset, config, encoder, complete_cache, batch_size, device)
     text = json.dumps(result, indent=2)
     with feature_data.atomic_write(result_path) as file:  # its presence marks the run finished
         file.write(text.encode())
@@ -574,7 +621,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data_path: str | Path, rate: flo
     encoder = encoder or TextEncoder(config.text_encoder or preset.text_encoder, device=resolve_device(device),
                                      load_weights=config.text_mode == "frozen")
     seeds = mask_seeds(config.missing_seeds, config.seed)
-    split_data = corrupt(loaded[split], config.rate, seeds, encoder.unk_id)
+    split_data = corrupt(loaded[split], config.rate, seeds, encoder.unk_id, config.pattern)
     if config.text_mode == "frozen":
         attach_text_features(split_data, encoder, config.text_target, {}, split)
     tensors = to_tensors(split_data, config.text_mode)

@@ -61,8 +61,17 @@ def test_cli_sweep_records_mode_source_overrides_and_protocol(feature_file, tmp_
     summary = (tmp_path / "reports" / "summary.md").read_text()
     assert "AUILC over the grid (TFR-Net protocol)" in summary and "mean over rates 0..0.9 (LNLN-style)" in summary
     assert ("mosi: TFR-Net corrected + SimAM, frozen text, settings from mmsa with learning_rate_other=0.001, nlevels=1, "
-            "recon_weights=[1.0, 1.0, 1.0]; masks fixed per modality, the same for every training seed (missing seeds "
+            "recon_weights=[1.0, 1.0, 1.0]; missing pattern iid (rate: share of tokens/frames dropped in every modality); "
+            "protocol per_rate: one model trained and tested per (rate, seed), the same rate on train, valid and test; "
+            "masks fixed per modality, the same for every training seed (missing seeds "
             "text/audio/vision 1111, 1111, 1111); training seeds 111, 1111") in summary
+    # Beside the literature: the r=0 numbers match (a per-rate model at rate 0); the AUILC over a two-rate grid not.
+    literature = summary[summary.index("## Measured beside published"):]
+    measured_mae = report.curves(report.read_runs(out / "results.csv"), ["MAE"])["MAE"].mean[0]
+    assert f"| MAE | r=0 | {measured_mae:.4f} | 0.754 | TFR-Net (paper) | Yuan, Li, Xu, Yu" in literature
+    assert "| Has0_acc_2 | r=0 |" in literature and "| 0.850 | EMT-DLFR |" in literature
+    assert "| AUILC |" not in literature
+    assert "AUILC left out: this sweep's grid [0.0, 0.5] is not the published one [0.0, 0.1," in literature
 
 
 def test_bad_settings_are_one_line_errors(feature_file, tmp_path, capsys):

@@ -21,7 +21,7 @@ from robustmm.cli import main
 from robustmm.errors import report_errors
 from robustmm.features.base import EXTRACTORS, Extractor
 from robustmm.settings import (
-    ImportAvec2019Settings, MappingOf, Params, Section, SettingsError, SweepCommandSettings, load_params, _registered,
+    Choice, FieldsOf, ImportAvec2019Settings, MappingOf, Optional, Params, Section, SettingsError, SweepCommandSettings, load_params, _registered,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -138,10 +138,18 @@ def test_an_extractors_own_config_checks_are_reported_at_its_key(tmp_path, monke
 def schema_keys(schema: type, prefix: str = ""):
     for spec in dataclasses.fields(schema):
         kind, path = spec.metadata["kind"], f"{prefix}{spec.name}"
+        kind = kind.inner if isinstance(kind, Optional) else kind
         if isinstance(kind, Section):
             yield from schema_keys(kind.schema, f"{path}.")
         elif isinstance(kind, MappingOf) and isinstance(kind.value, Section):
             yield from schema_keys(kind.value.schema, f"{path}.{kind.placeholder}.")
+        elif (isinstance(kind, MappingOf) and isinstance(kind.key, Choice) and callable(kind.value)
+              and all(isinstance(kind.value(name), FieldsOf) for name in kind.key.options)):
+            # Fixed names, each with its own settings (the missing patterns'): every setting of every name.
+            for name in kind.key.options:
+                yield from (f"{path}.{name}.{field.name}" for field in dataclasses.fields(kind.value(name).schema))
+        elif isinstance(kind, FieldsOf):
+            yield from (f"{path}.{field.name}" for field in dataclasses.fields(kind.schema))
         elif isinstance(kind, MappingOf):
             yield f"{path}.{kind.placeholder}"
         else:
@@ -155,7 +163,9 @@ def test_every_params_key_is_in_the_readme_table():
     documented = {key for line in section.splitlines() if line.startswith("| `")
                   for key in re.findall(r"`([^`]+)`", line.split("|")[1])}
     keys = set(schema_keys(Params))
-    assert {"sweep.epochs", "datasets.<name>.text_encoder", "report.metrics.<family>", "extract.vision"} <= keys
+    assert {"sweep.epochs", "datasets.<name>.text_encoder", "report.metrics.<family>", "extract.vision",
+            "sweep.missing", "sweep.patterns.block.min_span", "sweep.patterns.per_modality.swept",
+            "sweep.patterns.modality.modalities", "sweep.protocol", "sweep.train_once.valid_rate"} <= keys
     assert keys - documented == set()
 
 

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -159,3 +160,85 @@ def test_close_rates_get_their_own_runs_and_a_changed_sweep_is_refused_or_overwr
 
     with pytest.raises(ValueError, match="rate 0.5 listed twice"):
         robustmm.sweep(feature_file, "sims", rates=[0.5, 0.5], seeds=[111], out=tmp_path / "twice", **FAST)
+
+
+def test_train_once_protocol_one_model_per_seed_tested_at_every_rate(feature_file, tmp_path, monkeypatch):
+    from robustmm import train as training
+    from robustmm.missing import TrainOnce, mask_seeds
+
+    seen = {}
+    real_prepare = training.prepare_splits
+
+    def recording_prepare(loaded, config, *args, **kwargs):
+        splits = real_prepare(loaded, config, *args, **kwargs)
+        seen[config.seed] = (config, {name: split["audio_keep"].numpy() for name, split in splits.items()})
+        return splits
+
+    monkeypatch.setattr(training, "prepare_splits", recording_prepare)
+    out = tmp_path / "once"
+    once = {"train_rates": [0.0, 0.9], "complete_share": 0.25, "valid_rate": 0.3}
+    flat = robustmm.sweep(feature_file, "sims", rates=[0.0, 0.2, 0.4], seeds=[111, 1111], out=out,
+                          protocol="train_once", train_once=once, **{**FAST, "epochs": 1})
+
+    # One model per seed, its folder named for the protocol; each tested at every rate of the grid.
+    assert sorted(path.name for path in (out / "runs").iterdir()) == ["train_once_seed_111", "train_once_seed_1111"]
+    table = pd.read_csv(out / "results.csv")
+    assert sorted(zip(table["rate"], table["seed"])) == [(rate, seed) for rate in (0.0, 0.2, 0.4) for seed in (111, 1111)]
+    result = json.loads((out / "runs" / "train_once_seed_111" / "result.json").read_text())
+    assert [entry["rate"] for entry in result["test_by_rate"]] == [0.0, 0.2, 0.4]
+    assert table[(table["seed"] == 111) & (table["rate"] == 0.4)]["MAE"].item() == pytest.approx(result["test_by_rate"][2]["metrics"]["MAE"])
+    # The train split had per-sample rates; the validation split that selects the model its stated rate.
+    config, keeps = seen[111]
+    loaded = feature_data.load(feature_file)
+    rates = TrainOnce(**once).sample_rates(32, mask_seeds(config.missing_seeds, 111))
+    expected_train = robustmm.missing.Iid().apply(loaded["train"], rates, mask_seeds(config.missing_seeds, 111))
+    np.testing.assert_array_equal(keeps["train"], expected_train["audio_keep"])
+    np.testing.assert_array_equal(keeps["valid"], robustmm.missing.Iid().apply(loaded["valid"], 0.3, (111, 1111, 11111))["audio_keep"])
+    assert config.rate == 0.3 and config.train_once == TrainOnce(**once)
+    # Labelled with its protocol: metrics.json keys and run_info.json.
+    assert {"train_once/auilc/MAE", "train_once/mean_0_0.9/MAE", "train_once/rate_0.2/MAE_mean"} <= set(flat)
+    assert not any(key.startswith(("auilc/", "rate_")) for key in flat)
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["protocol"]["name"] == "train_once" and info["protocol"]["train_once"]["valid_rate"] == 0.3
+    assert "validation split at rate 0.3" in info["protocol"]["training"]
+
+
+def test_a_pattern_sweep_keeps_its_own_runs_and_a_changed_pattern_retrains(feature_file, tmp_path, capsys):
+    out = tmp_path / "block"
+    block = {"min_span": 2, "max_span": 3}
+    flat = robustmm.sweep(feature_file, "sims", rates=[0.0, 0.5], seeds=[111], out=out, missing="block",
+                          patterns={"block": block}, **{**FAST, "epochs": 1})
+    assert sorted(path.name for path in (out / "runs").iterdir()) == ["block_rate_0.0_seed_111", "block_rate_0.5_seed_111"]
+    assert "block/auilc/MAE" in flat
+    record = json.loads((out / "runs" / "block_rate_0.5_seed_111" / "run.json").read_text())["settings"]["missing"]
+    assert record["pattern"] == "block" and record["min_span"] == 2
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["missing"]["pattern"] == "block" and info["missing"]["rate"] == "share of valid steps covered by missing blocks"
+
+    # Other span lengths are another run: refused without --overwrite, retrained with it.
+    flags = ["sweep", "--data", str(feature_file), "--dataset", "sims", "--rates", "0,0.5", "--seeds", "111",
+             "--out", str(out), "--epochs", "1", "--text-mode", "frozen", "--text-encoder", OFFLINE_ENCODER,
+             "--device", "cpu", "--no-progress", "--missing", "block", "--min-span", "1", "--max-span", "3"]
+    assert main(flags) == 2
+    assert "setting missing.min_span: 2 recorded, 1 now" in capsys.readouterr().err
+    assert main([*flags, "--overwrite"]) == 0
+    assert json.loads((out / "runs" / "block_rate_0.5_seed_111" / "run.json").read_text())["settings"]["missing"]["min_span"] == 1
+    # A bad pattern setting is an error naming its key, before any work.
+    assert main([*flags[:-4], "--missing", "per_modality", "--swept", "audio,face"]) == 2
+    assert "patterns.per_modality: swept ['audio', 'face']: expected distinct names" in capsys.readouterr().err
+
+
+def test_train_and_evaluate_take_the_runs_pattern(feature_file, tmp_path):
+    out = tmp_path / "train"
+    assert main(["train", "--data", str(feature_file), "--dataset", "sims", "--rate", "1", "--out", str(out),
+                 "--epochs", "1", "--text-mode", "frozen", "--text-encoder", OFFLINE_ENCODER, "--device", "cpu",
+                 "--no-progress", "--missing", "modality", "--absent-modalities", "audio"]) == 0
+    config = json.loads((out / "result.json").read_text())["config"]
+    assert config["missing"] == {"pattern": "modality", "modalities": ["audio"]}
+    # The checkpoint keeps the pattern: evaluated again at its rate it gives its own test metrics (iid at rate 1
+    # would have dropped every modality, not only the audio).
+    from robustmm.train import evaluate_checkpoint
+
+    tested = json.loads((out / "result.json").read_text())["test"]
+    again = evaluate_checkpoint(out / "best.pt", feature_file, device="cpu")
+    assert again["MAE"] == pytest.approx(tested["MAE"]) and again["Corr"] == pytest.approx(tested["Corr"])

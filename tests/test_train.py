@@ -12,6 +12,7 @@ import robustmm
 from robustmm import data as feature_data
 from robustmm import train as training
 from robustmm.cli import main
+from robustmm.missing import TrainOnce
 from robustmm.presets import get_preset
 from robustmm.synthetic import make_dataset
 from robustmm.text_encoder import OFFLINE_ENCODER, TextEncoder
@@ -204,7 +205,16 @@ def test_the_fingerprint_covers_every_setting_and_the_preset():
     preset = get_preset("mosi")
     fingerprint = training.run_fingerprint(preset, frozen_config(), "0" * 64)
     run_fields = {field.name for field in dataclasses.fields(RunConfig)}
-    assert set(fingerprint["settings"]) == run_fields - set(training.DISPLAY_ONLY)
+    # Settings added later are left out at the value earlier runs were made with, so those runs stay valid...
+    assert set(fingerprint["settings"]) == run_fields - set(training.DISPLAY_ONLY) - set(training.ADDED_LATER)
+    # ... and recorded at any other value, so that a changed pattern or protocol retrains.
+    changed = dataclasses.replace(frozen_config(), missing={"pattern": "block", "min_span": 2}, test_rates=(0.0, 0.5),
+                                  train_once=TrainOnce(complete_share=0.2))
+    recorded = training.run_fingerprint(preset, changed, "0" * 64)["settings"]
+    assert set(recorded) == run_fields - set(training.DISPLAY_ONLY)
+    assert recorded["missing"] == {"pattern": "block", "modalities": ["text", "audio", "vision"], "distribution": "uniform",
+                                   "min_span": 2, "max_span": 10, "mean_span": None}
+    assert recorded["train_once"] == {"train_rates": [0.0, 1.0], "complete_share": 0.2, "valid_rate": 0.5}
     assert set(fingerprint["preset"]["tfr_net"]) == {field.name for field in dataclasses.fields(preset.tfr_net)}
     assert fingerprint["robustmm"] == training.__version__ and fingerprint["data_sha256"] == "0" * 64
 
