@@ -1,0 +1,172 @@
+"""Media extraction on Ray: a pool of actors that each load the extractors once (as a local worker process does)
+and extract one clip per call; the text encoder as one GPU actor when the cluster has a GPU.
+
+The driver keeps the per-clip cache: actors return each clip's results and the driver stores them, so the cache
+need not be shared with the cluster (the clips must be readable at the same path on every node). A clip whose
+actor dies (killed, out of memory, its node lost) is retried once in a fresh actor, then reported failed with
+the cause, as in a local run; an error that is not the clip's stops the run naming the clip.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from threadpoolctl import threadpool_limits
+from tqdm import tqdm
+
+from robustmm.features.base import Extractor
+from robustmm.features.cache import ClipResult, FeatureCache, use_private_jit_cache
+from robustmm.features.extract import _failure, _Job, _load_extractors, _warn, extract_clip
+from robustmm.features.text import BertExtractor
+
+ATTEMPTS = 2  # as the local pool: a clip whose worker died is retried once
+
+
+class ExtractionActor:
+    """One Ray actor (one CPU): the extractors, loaded once."""
+
+    def __init__(self, specs: list[tuple[type[Extractor], object]]):
+        use_private_jit_cache()  # before librosa imports numba; Ray workers do not inherit the driver's setting
+        threadpool_limits(limits=1, user_api="blas")  # one core per actor, and floats independent of the actor count
+        self.extractors = [cls(config) for cls, config in specs]
+        _load_extractors(self.extractors)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def extract(self, path: str, indices: list[int]) -> tuple[dict[int, tuple[ClipResult, bool]], float]:
+        """The clip's results ({index: (result, cacheable)}) and the seconds spent extracting it here."""
+        start = time.perf_counter()
+        results = extract_clip(Path(path), {i: self.extractors[i] for i in indices})
+        return results, time.perf_counter() - start
+
+
+class ActorPool:
+    """`size` extraction actors; `run` feeds them the jobs, retries clips of dead actors, stores the results."""
+
+    def __init__(self, ray, extractors: list[Extractor], size: int):
+        self.ray, self.extractors, self.size = ray, extractors, size
+        self.specs = [(type(extractor), extractor.config) for extractor in extractors]
+        self.actor_class = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(ExtractionActor)
+        self.extract_seconds = 0.0  # inside the actors, for the overhead figure of benchmarks/scale.py
+
+    def _start(self):
+        actor = self.actor_class.remote(self.specs)
+        try:
+            self.ray.get(actor.pid.remote())
+        except self.ray.exceptions.RayActorError as error:
+            raise RuntimeError(f"loading the extractors in a Ray actor failed: {error}") from None
+        return actor
+
+    def run(self, jobs: list[_Job], bar: tqdm) -> dict[tuple[int, str], ClipResult]:
+        ray = self.ray
+        pending, attempts, uncached = deque(jobs), Counter(), {}
+        idle = [self._start() for _ in range(min(self.size, len(jobs)))]
+        in_flight = {}
+        try:
+            while pending or in_flight:
+                while idle and pending:
+                    actor, job = idle.pop(), pending.popleft()
+                    in_flight[actor.extract.remote(job.path, [i for i, _ in job.entries])] = (actor, job)
+                (done,), _ = ray.wait(list(in_flight), num_returns=1)
+                actor, job = in_flight.pop(done)
+                try:
+                    results, seconds = ray.get(done)
+                except ray.exceptions.RayActorError as error:
+                    ray.kill(actor)
+                    idle.append(self._start())
+                    self._on_death(job, _first_line(error), pending, attempts, uncached, bar)
+                    continue
+                except ray.exceptions.RayTaskError as error:
+                    cause = error.cause if error.cause is not None else error
+                    raise RuntimeError(f"{job.path}: {type(cause).__name__}: {cause}") from None
+                idle.append(actor)
+                self.extract_seconds += seconds
+                paths = dict(job.entries)
+                for i, (result, cacheable) in results.items():
+                    if cacheable:
+                        FeatureCache.store(Path(paths[i]), result)
+                    else:
+                        uncached[(i, job.clip_id)] = result
+                bar.update(1)
+        finally:
+            for actor in idle + [actor for actor, _ in in_flight.values()]:
+                ray.kill(actor)
+        return uncached
+
+    def _on_death(self, job: _Job, cause: str, pending: deque, attempts: Counter, uncached: dict, bar: tqdm) -> None:
+        attempts[job.clip_id] += 1
+        if attempts[job.clip_id] < ATTEMPTS:
+            _warn(f"{job.path}: the Ray actor extracting it died ({cause}); retrying it in a fresh actor")
+            pending.appendleft(job)
+            return
+        reason = f"the worker process died extracting this clip ({cause}), also when retried in a fresh worker"
+        _warn(f"{job.path}: {reason}; reported as failed (not cached, a rerun tries again)")
+        uncached.update({(i, job.clip_id): _failure(self.extractors[i], reason) for i, _ in job.entries})
+        bar.update(1)
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+def cluster_cpus(ray) -> int:
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def run_jobs(ray, jobs: list[_Job], extractors: list[Extractor], workers: int | None, progress: bool,
+             meanwhile: Callable[[], None]) -> dict[tuple[int, str], ClipResult]:
+    """As the local pool's `_run_jobs`: the media jobs on `workers` actors (None: one per CPU of the cluster),
+    `meanwhile` (the text encoding) in a thread of this process."""
+    bar = tqdm(total=len(jobs), unit="clip", desc="extract (ray)", disable=not progress or not jobs, smoothing=0.1)
+    pool = ActorPool(ray, extractors, workers or cluster_cpus(ray))
+    with ThreadPoolExecutor(1) as text_thread:
+        text = text_thread.submit(meanwhile)
+        with bar:
+            uncached = pool.run(jobs, bar)
+        text.result()
+    return uncached
+
+
+class TextActor:
+    """The text encoder on one GPU of the cluster."""
+
+    def __init__(self, cls: type[BertExtractor], config):
+        self.extractor = cls(config)
+        self.extractor.load()
+
+    def extract_batch(self, texts: list[str]):
+        return self.extractor.extract_batch(texts)
+
+
+class RemoteTextExtractor:
+    """Stands in for a BertExtractor: the same name, config and cache entries, its batches encoded by a TextActor
+    (started on the first batch to encode, so a fully cached run claims no GPU)."""
+
+    def __init__(self, ray, extractor: BertExtractor):
+        self._ray, self._local, self._actor = ray, extractor, None
+
+    def __getattr__(self, name):
+        return getattr(self._local, name)
+
+    def load(self) -> None:
+        if self._actor is None:
+            actor_class = self._ray.remote(num_gpus=1, num_cpus=1)(TextActor)
+            self._actor = actor_class.remote(type(self._local), self._local.config)
+
+    def extract_batch(self, texts: list[str]):
+        return self._ray.get(self._actor.extract_batch.remote(texts))
+
+
+def text_extractor(ray, extractor: BertExtractor):
+    """`extractor` itself (encoding in this process), or its GPU actor when the cluster has a GPU and the
+    extractor may use it."""
+    if extractor.config.device == "cpu" or ray.cluster_resources().get("GPU", 0) < 1:
+        return extractor
+    return RemoteTextExtractor(ray, extractor)
