@@ -122,10 +122,12 @@ def cluster_cpus(ray) -> int:
 
 def run_jobs(ray, jobs: list[_Job], extractors: list[Extractor], workers: int | None, progress: bool,
              meanwhile: Callable[[], None]) -> dict[tuple[int, str], ClipResult]:
-    """As the local pool's `_run_jobs`: the media jobs on `workers` actors (None: one per CPU of the cluster),
+    """As the local pool's `_run_jobs`: the media jobs on `workers` actors (None or more than the cluster's CPUs:
+    one per CPU of the cluster),
     `meanwhile` (the text encoding) in a thread of this process."""
     bar = tqdm(total=len(jobs), unit="clip", desc="extract (ray)", disable=not progress or not jobs, smoothing=0.1)
-    pool = ActorPool(ray, extractors, workers or cluster_cpus(ray))
+    # More actors than the cluster's CPUs would wait for a CPU forever.
+    pool = ActorPool(ray, extractors, min(workers or cluster_cpus(ray), cluster_cpus(ray)))
     with ThreadPoolExecutor(1) as text_thread:
         text = text_thread.submit(meanwhile)
         with bar:
@@ -135,7 +137,7 @@ def run_jobs(ray, jobs: list[_Job], extractors: list[Extractor], workers: int | 
 
 
 class TextActor:
-    """The text encoder on one GPU of the cluster."""
+    """The text encoder on one GPU of the cluster (it claims no CPU: the extraction actors may hold them all)."""
 
     def __init__(self, cls: type[BertExtractor], config):
         self.extractor = cls(config)
@@ -157,7 +159,7 @@ class RemoteTextExtractor:
 
     def load(self) -> None:
         if self._actor is None:
-            actor_class = self._ray.remote(num_gpus=1, num_cpus=1)(TextActor)
+            actor_class = self._ray.remote(num_gpus=1, num_cpus=0)(TextActor)
             self._actor = actor_class.remote(type(self._local), self._local.config)
 
     def extract_batch(self, texts: list[str]):
