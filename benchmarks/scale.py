@@ -52,6 +52,7 @@ def subset(dataset: Path, clips: int, folder: Path) -> Path:
     kept = [clip.id for clip in read_dataset(dataset)][:clips]
     header, rows = lines[0], lines[1:]
     keep = [row for row in rows if "$_$".join(row.split(",")[:2]) in kept]
+    folder.mkdir(parents=True)
     (folder / "label.csv").write_text("\n".join([header, *keep]) + "\n")
     for row in keep:
         video, clip = row.split(",")[:2]
@@ -159,14 +160,16 @@ def main() -> None:
                 sweep_seconds[(executor, workers)] = seconds
                 print(f"  {executor:5} {workers} worker(s): {seconds:6.1f} s, {args.runs / seconds * 60:5.2f} runs/min")
 
+    measured_run = sweep_seconds[("ray", 1)] / args.runs
     per_clip = (inside + overhead) / DEMO_CLIP_SECONDS * (MOSEI_HOURS * 3600 / MOSEI_CLIPS)
     print(f"projections (a MOSEI clip lasts {MOSEI_HOURS * 3600 / MOSEI_CLIPS:.1f} s on average; "
           f"{per_clip:.2f} s of one core per clip at the measured rate):")
     for workers in args.workers:
         extraction = MOSEI_CLIPS * per_clip / workers
         protocol = -(-PROTOCOL_RUNS // workers) * args.protocol_run_hours * 3600
+        measured = -(-PROTOCOL_RUNS // workers) * measured_run
         print(f"  {workers:4} workers: MOSEI extraction {hours(extraction)}; 165-run protocol {hours(protocol)} "
-              f"(at {args.protocol_run_hours:g} h a run, one run per worker)")
+              f"at {args.protocol_run_hours:g} h a run, {measured / 60:.1f} min at the measured {measured_run:.1f} s a run")
 
 
 if __name__ == "__main__":

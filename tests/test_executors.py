@@ -13,7 +13,9 @@ import crashing_extractor
 import pandas as pd
 import pytest
 from crashing_extractor import CrashingExtractor
-from test_features_pipeline import CLIPS, SETTINGS, add_clip, write_labels
+from test_features_pipeline import CLIPS, SETTINGS
+from test_features_pipeline import dataset  # noqa: F401 - the fixture: a clip folder with faces, blanks, broken files
+from test_sweep import feature_file  # noqa: F401 - a small SIMS-shaped feature file
 
 import robustmm
 from robustmm import data as feature_data
@@ -21,8 +23,6 @@ from robustmm.cli import main
 from robustmm.executors import Shard
 from robustmm.features.base import EXTRACTORS, register
 from robustmm.features.extract import extract
-from robustmm.presets import get_preset
-from robustmm.synthetic import make_dataset
 from robustmm.text_encoder import OFFLINE_ENCODER
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -54,47 +54,38 @@ def crashing():
     del EXTRACTORS[CrashingExtractor.name]
 
 
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("clips")
-    for video_id, clip_id, _, _, how in CLIPS:
-        add_clip(root, video_id, clip_id, how)
-    write_labels(root, CLIPS)
-    return root
-
-
-def extract_into(clips: Path, folder: Path, cache: Path | None = None, **options) -> dict[str, bytes]:
+def extract_into(dataset: Path, folder: Path, cache: Path | None = None, **options) -> dict[str, bytes]:
     outputs = {modality: folder / f"{modality}.pkl" for modality in SETTINGS}
-    extract(clips, SETTINGS, outputs, cache or folder / "cache", max_failure_share=1.0, progress=False, **options)
+    extract(dataset, SETTINGS, outputs, cache or folder / "cache", max_failure_share=1.0, progress=False, **options)
     written = {path.name: path.read_bytes() for path in outputs.values()}
     written.update({path.name: path.read_bytes() for path in folder.glob("*.report.json")})
     return written
 
 
 @pytest.fixture(scope="module")
-def local_features(clips, tmp_path_factory) -> dict[str, bytes]:
-    return extract_into(clips, tmp_path_factory.mktemp("local"), workers=1)
+def local_features(dataset, tmp_path_factory) -> dict[str, bytes]:
+    return extract_into(dataset, tmp_path_factory.mktemp("local"), workers=1)
 
 
-def test_ray_extraction_is_byte_identical_to_a_local_run(ray_cluster, clips, local_features, tmp_path, monkeypatch):
+def test_ray_extraction_is_byte_identical_to_a_local_run(ray_cluster, dataset, local_features, tmp_path, monkeypatch):
     from robustmm.executors import ray_extract
 
     encoded_remotely = []
     real = ray_extract.RemoteTextExtractor.extract_batch
     monkeypatch.setattr(ray_extract.RemoteTextExtractor, "extract_batch",
                         lambda self, texts: encoded_remotely.append(len(texts)) or real(self, texts))
-    on_ray = extract_into(clips, tmp_path, executor="ray", workers=2)
+    on_ray = extract_into(dataset, tmp_path, executor="ray", workers=2)
     assert sorted(on_ray) == sorted(local_features) and len(on_ray) == 6
     for name, content in local_features.items():
         assert on_ray[name] == content, name
     assert encoded_remotely == [len(CLIPS)]  # the text went to the (declared) GPU actor
 
 
-def test_shards_together_equal_one_unsharded_run(clips, local_features, tmp_path, monkeypatch):
+def test_shards_together_equal_one_unsharded_run(dataset, local_features, tmp_path, monkeypatch):
     cache = tmp_path / "shared-cache"
     entries = []
     for index in (0, 1):
-        summary = extract(clips, SETTINGS, {m: tmp_path / "unused" / f"{m}.pkl" for m in SETTINGS}, cache, workers=1,
+        summary = extract(dataset, SETTINGS, {m: tmp_path / "unused" / f"{m}.pkl" for m in SETTINGS}, cache, workers=1,
                           progress=False, shard=Shard(index, 2))
         assert summary["audio"] == {"clips": len(CLIPS[index::2])}
         assert not (tmp_path / "unused").exists()  # a shard writes nothing but cache entries
@@ -107,7 +98,7 @@ def test_shards_together_equal_one_unsharded_run(clips, local_features, tmp_path
         raise AssertionError(f"{path} extracted again: the shards should have cached it")
 
     monkeypatch.setattr(extract_module, "extract_clip", no_extraction)
-    assert extract_into(clips, tmp_path / "assembled", cache=cache, workers=1) == local_features
+    assert extract_into(dataset, tmp_path / "assembled", cache=cache, workers=1) == local_features
 
 
 def test_a_ray_worker_killed_mid_clip_gets_the_clip_retried(ray_cluster, crashing, tmp_path, capsys):
@@ -141,7 +132,7 @@ def test_a_ray_worker_killed_mid_clip_gets_the_clip_retried(ray_cluster, crashin
     assert report["failures"] == []
     features = feature_data.read_pkl(tmp_path / "audio.pkl")["features"]
     assert [row.tolist() for row in features] == [[[float(index)]] for index in range(1, 5)]
-    assert "v/2.mp4: the Ray actor extracting it died" in capsys.readouterr().err
+    assert "v/2.mp4: the worker process extracting it died (Ray actor: " in capsys.readouterr().err
 
     # A clip whose actor dies on every attempt is reported failed with the cause; the other clips go on.
     config = {"crash_clip": "3", "how": "exit"}
@@ -153,14 +144,6 @@ def test_a_ray_worker_killed_mid_clip_gets_the_clip_retried(ray_cluster, crashin
 
 
 # ------------------------------------------------------------------------------------------------ the sweep
-
-
-@pytest.fixture(scope="module")
-def feature_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("features") / "sims.pkl"
-    dataset = make_dataset(get_preset("sims"), sizes=(32, 16, 16), seq_lens=(8, 12, 10), feature_dims=(384, 33, 709), seed=2)
-    feature_data.write(dataset, path)
-    return path
 
 
 def sweep_outputs(out: Path) -> tuple[pd.DataFrame, bytes]:

@@ -21,11 +21,8 @@ from tqdm import tqdm
 
 from robustmm.features.base import Extractor
 from robustmm.features.cache import ClipResult, FeatureCache, use_private_jit_cache
-from robustmm.features.extract import _failure, _Job, _load_extractors, _warn, extract_clip
+from robustmm.features.extract import _Job, _load_extractors, extract_clip, retry_or_report
 from robustmm.features.text import BertExtractor
-
-ATTEMPTS = 2  # as the local pool: a clip whose worker died is retried once
-
 
 class ExtractionActor:
     """One Ray actor (one CPU): the extractors, loaded once."""
@@ -40,7 +37,8 @@ class ExtractionActor:
         return os.getpid()
 
     def extract(self, path: str, indices: list[int]) -> tuple[dict[int, tuple[ClipResult, bool]], float]:
-        """The clip's results ({index: (result, cacheable)}) and the seconds spent extracting it here."""
+        """The clip's results ({index: (result, cacheable)}) and the seconds spent extracting it here (for Ray's
+        overhead in benchmarks/scale.py)."""
         start = time.perf_counter()
         results = extract_clip(Path(path), {i: self.extractors[i] for i in indices})
         return results, time.perf_counter() - start
@@ -53,20 +51,22 @@ class ActorPool:
         self.ray, self.extractors, self.size = ray, extractors, size
         self.specs = [(type(extractor), extractor.config) for extractor in extractors]
         self.actor_class = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(ExtractionActor)
-        self.extract_seconds = 0.0  # inside the actors, for the overhead figure of benchmarks/scale.py
 
-    def _start(self):
-        actor = self.actor_class.remote(self.specs)
+    def _start(self, count: int) -> list:
+        """`count` actors with their extractors loaded (they load at once, each on its own CPU)."""
+        actors = [self.actor_class.remote(self.specs) for _ in range(count)]
         try:
-            self.ray.get(actor.pid.remote())
+            self.ray.get([actor.pid.remote() for actor in actors])
         except self.ray.exceptions.RayActorError as error:
+            for actor in actors:
+                self.ray.kill(actor)
             raise RuntimeError(f"loading the extractors in a Ray actor failed: {error}") from None
-        return actor
+        return actors
 
     def run(self, jobs: list[_Job], bar: tqdm) -> dict[tuple[int, str], ClipResult]:
         ray = self.ray
         pending, attempts, uncached = deque(jobs), Counter(), {}
-        idle = [self._start() for _ in range(min(self.size, len(jobs)))]
+        idle = self._start(min(self.size, len(jobs)))
         in_flight = {}
         try:
             while pending or in_flight:
@@ -76,17 +76,17 @@ class ActorPool:
                 (done,), _ = ray.wait(list(in_flight), num_returns=1)
                 actor, job = in_flight.pop(done)
                 try:
-                    results, seconds = ray.get(done)
+                    results, _ = ray.get(done)
                 except ray.exceptions.RayActorError as error:
                     ray.kill(actor)
-                    idle.append(self._start())
-                    self._on_death(job, _first_line(error), pending, attempts, uncached, bar)
+                    idle += self._start(1)
+                    retry_or_report(job, f"Ray actor: {_first_line(error)}", self.extractors, pending, attempts,
+                                    uncached, bar)
                     continue
                 except ray.exceptions.RayTaskError as error:
                     cause = error.cause if error.cause is not None else error
                     raise RuntimeError(f"{job.path}: {type(cause).__name__}: {cause}") from None
                 idle.append(actor)
-                self.extract_seconds += seconds
                 paths = dict(job.entries)
                 for i, (result, cacheable) in results.items():
                     if cacheable:
@@ -98,17 +98,6 @@ class ActorPool:
             for actor in idle + [actor for actor, _ in in_flight.values()]:
                 ray.kill(actor)
         return uncached
-
-    def _on_death(self, job: _Job, cause: str, pending: deque, attempts: Counter, uncached: dict, bar: tqdm) -> None:
-        attempts[job.clip_id] += 1
-        if attempts[job.clip_id] < ATTEMPTS:
-            _warn(f"{job.path}: the Ray actor extracting it died ({cause}); retrying it in a fresh actor")
-            pending.appendleft(job)
-            return
-        reason = f"the worker process died extracting this clip ({cause}), also when retried in a fresh worker"
-        _warn(f"{job.path}: {reason}; reported as failed (not cached, a rerun tries again)")
-        uncached.update({(i, job.clip_id): _failure(self.extractors[i], reason) for i, _ in job.entries})
-        bar.update(1)
 
 
 def _first_line(error: Exception) -> str:

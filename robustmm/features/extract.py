@@ -174,6 +174,23 @@ def _worker_main(connection: Connection, specs: list[tuple[type[Extractor], obje
             extractor.close()
 
 
+WORKER_ATTEMPTS = 2
+
+
+def retry_or_report(job: _Job, cause: str, extractors: list[Extractor], pending: deque, attempts: Counter,
+                    uncached: dict, bar: tqdm) -> None:
+    """The clip of a worker that died: back to the queue for one more attempt, then reported failed with `cause`."""
+    attempts[job.clip_id] += 1
+    if attempts[job.clip_id] < WORKER_ATTEMPTS:
+        _warn(f"{job.path}: the worker process extracting it died ({cause}); retrying it in a fresh worker")
+        pending.appendleft(job)
+        return
+    reason = f"the worker process died extracting this clip ({cause}), also when retried in a fresh worker"
+    _warn(f"{job.path}: {reason}; reported as failed (not cached, a rerun tries again)")
+    uncached.update({(i, job.clip_id): _failure(extractors[i], reason) for i, _ in job.entries})
+    bar.update(1)
+
+
 def _death_cause(exitcode: int | None) -> str:
     if exitcode is not None and exitcode < 0:
         try:
@@ -196,7 +213,6 @@ class _WorkerPool:
     only its clip: the clip is retried once in a fresh worker, then reported failed with the cause, and the other
     clips go on (ProcessPoolExecutor lost every clip with the pool)."""
 
-    ATTEMPTS = 2
     MAX_FAILED_STARTS = 3  # workers dying in a row while loading the extractors: not a problem of a clip
 
     def __init__(self, extractors: list[Extractor], workers: int):
@@ -272,15 +288,7 @@ class _WorkerPool:
                 raise RuntimeError(f"{self.failed_starts} extraction workers in a row died while loading the extractors "
                                    f"(the last {cause}); try --workers 1 to see the error")
             return
-        attempts[job.clip_id] += 1
-        if attempts[job.clip_id] < self.ATTEMPTS:
-            _warn(f"{job.path}: the worker process extracting it died ({cause}); retrying it in a fresh worker")
-            pending.appendleft(job)
-            return
-        reason = f"the worker process died extracting this clip ({cause}), also when retried in a fresh worker"
-        _warn(f"{job.path}: {reason}; reported as failed (not cached, a rerun tries again)")
-        uncached.update({(i, job.clip_id): _failure(self.extractors[i], reason) for i, _ in job.entries})
-        bar.update(1)
+        retry_or_report(job, cause, self.extractors, pending, attempts, uncached, bar)
 
     def _stop(self) -> None:
         for worker in self.workers:
