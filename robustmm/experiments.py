@@ -10,6 +10,7 @@ same fingerprint are reused and unfinished ones resumed, so an interrupted sweep
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -200,20 +201,16 @@ def train_run(shared: SweepData, task: RunTask) -> dict:
             "train_seconds": result["train_seconds"], **result["test"]}
 
 
-class _torch_threads:
+@contextlib.contextmanager
+def _torch_threads(count: int | None):
     """PyTorch's intra-op threads set to `count` (None: unchanged) while in the block."""
-
-    def __init__(self, count: int | None):
-        self.count, self.before = count, None
-
-    def __enter__(self):
-        if self.count:
-            self.before = torch.get_num_threads()
-            torch.set_num_threads(self.count)
-
-    def __exit__(self, *_):
-        if self.before is not None:
-            torch.set_num_threads(self.before)
+    before = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _start_worker(torch_threads: int | None) -> None:
@@ -243,7 +240,7 @@ def _run_in_processes(shared: SweepData, tasks: list[RunTask], workers: int, tor
         futures = {pool.submit(train_run, shared, task): task for task in tasks}
         try:
             rows = collect_rows(((futures[future], future.result()) for future in as_completed(futures)),
-                                   len(tasks), progress)
+                                len(tasks), progress)
         except BrokenProcessPool:
             raise RuntimeError("a sweep worker process died (killed or out of memory); finished runs are kept, "
                                "a rerun resumes the others") from None
