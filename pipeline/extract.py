@@ -26,6 +26,8 @@ def main(dataset: str, modality: str) -> None:
         workers=params.extract.workers,
         output=f"features/{dataset}/{modality}.pkl",
         max_failure_share=params.extract.max_failure_share,
+        executor=params.extract.executor,
+        ray_address=params.extract.ray_address,
     )
     print(f"{dataset} {modality} ({chosen.extractor}): {report['clips']} clips, {report['failed']} failed")
 

@@ -1,12 +1,10 @@
 """Stage `sweep@<dataset>`: the missing-rate sweep on datasets.<dataset>.data -> results/<dataset>/.
 
 One TFR-Net per (rate, seed) with the settings of the `sweep` section: the keyword arguments of
-robustmm.experiments.sweep, and `torch_threads` (CPU threads for PyTorch; null = its default).
+robustmm.experiments.sweep, run on the executor it names (`sweep.executor`: local or ray).
 Writes results.csv (one row per run), metrics.json (mean/std per rate and AUILC), robustness.csv and
 robustness.png, and runs/ (each run's result; checkpoints are not kept).
 """
-
-import torch
 
 from robustmm.errors import run_stage
 from robustmm.experiments import sweep
@@ -17,8 +15,6 @@ def main(dataset: str) -> None:
     params = load_params()
     stage_argument("datasets", dataset, params.datasets)
     entry = params.datasets[dataset]
-    if params.sweep.torch_threads:
-        torch.set_num_threads(params.sweep.torch_threads)
     sweep(
         entry.data,
         entry.preset,

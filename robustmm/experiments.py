@@ -17,9 +17,17 @@ same fingerprint are reused and unfinished ones resumed, so an interrupted sweep
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
+import multiprocessing
+import os
+import sys
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,7 +40,8 @@ from robustmm.missing import (
 )
 from robustmm.models.tfr_net import TEXT_MODES
 from robustmm.presets import PRESET_SOURCES, Preset, check_tfr_net_overrides
-from robustmm.settings import SweepCommandSettings, TrainCommandSettings, load_command_settings
+from robustmm.executors import Shard
+from robustmm.settings import RunResources, SweepCommandSettings, TrainCommandSettings, load_command_settings
 from robustmm.train import TEXT_TARGETS, RunConfig, data_sha256, evaluate_checkpoint, load_features, train
 
 MODEL_NAMES = ("tfr_net",)
@@ -89,6 +98,12 @@ def sweep(
     patterns: dict | None = None,
     protocol: str = "per_rate",
     train_once: dict | None = None,
+    torch_threads: int | None = None,
+    executor: str = "local",
+    workers: int = 1,
+    resources: RunResources | Mapping = RunResources(),
+    ray_address: str | None = None,
+    shard: Shard | None = None,
 ) -> dict:
     """Test TFR-Net at every rate of a grid on the feature file `data`; returns the metrics.json dict.
 
@@ -104,48 +119,127 @@ def sweep(
     preset's, with early stopping); `model_dir` holds the per-run folders (default `out/runs`);
     `keep_models=False` deletes each run's checkpoint once it is tested. `metric_family` and `label_range`
     describe a `custom` dataset (default mosi metrics, labels in (-3, 3)). A run folder made with other data,
-    settings or robustmm version is an error, or with `overwrite` trained afresh."""
-    from robustmm.text_encoder import TextEncoder
+    settings or robustmm version is an error, or with `overwrite` trained afresh.
 
+    Each run trains with `torch_threads` PyTorch threads (None: PyTorch's default), `workers` runs at once in
+    their own processes (`executor` "local"), or as one Ray task per run claiming `resources` on the cluster at
+    `ray_address` ("ray"; robustmm.executors.connect_ray); the results do not depend on either. `shard` trains
+    only that shard's runs (every N-th of the rate-major list), writes nothing else and returns {}."""
     missing_seeds = check_missing_seeds(missing_seeds)
     tfr_net = check_tfr_net_overrides(tfr_net) if tfr_net else None
     pattern = missing_pattern(missing, (patterns or {}).get(missing))
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
     once = TrainOnce(**(train_once or {})) if protocol == "train_once" else None
-    loaded, preset = load_features(data, dataset, metric_family, label_range, preset_source, tfr_net)
-    rates = sorted(float(rate) for rate in (preset.missing_rates if rates is None else rates))
-    seeds = [int(seed) for seed in (preset.seeds if seeds is None else seeds)]
-    if not rates or not seeds:
-        raise ValueError("a sweep needs at least one rate and one seed")
-    for name, values in (("rate", rates), ("seed", seeds)):
-        repeated = sorted({value for value in values if values.count(value) > 1})
-        if repeated:
-            raise ValueError(f"{name} {', '.join(map(str, repeated))} listed twice: each run would count twice in the mean")
-    out = Path(out)
-    model_dir = Path(model_dir) if model_dir is not None else out / "runs"
-    encoder = TextEncoder(text_encoder or preset.text_encoder, device=resolve_device(device), load_weights=text_mode == "frozen")
-    complete_cache: dict = {}
-    data_hash = data_sha256(loaded)
-    common = dict(
-        dataset=dataset, text_mode=text_mode, text_encoder=encoder.name, text_target=text_target, simam=simam,
-        faithful=faithful, device=device, amp=amp, max_epochs=epochs, batch_size=batch_size, progress=progress,
-        metric_family=metric_family, label_range=None if label_range is None else tuple(label_range),
-        missing_seeds=missing_seeds, preset_source=preset_source, tfr_net=tfr_net, missing=pattern_record(pattern),
-    )
-    if once is None:
-        planned = [(RunConfig(**common, rate=rate, seed=seed), run_dir_name(rate, seed, pattern)) for rate in rates for seed in seeds]
-    else:
-        planned = [(RunConfig(**common, rate=once.valid_rate, seed=seed, train_once=once, test_rates=tuple(rates)),
-                    train_once_dir_name(seed, pattern)) for seed in seeds]
-    rows = []
-    for config, name in planned:
-        run_dir = model_dir / name
-        result = train(loaded, preset, config, run_dir, encoder, complete_cache, data_hash=data_hash, overwrite=overwrite)
-        if not keep_models:
-            (run_dir / "best.pt").unlink(missing_ok=True)
-        rows += result_rows(result)
-    return write_outputs(rows, out, preset.key_metrics, run_info(preset, config, seeds), metrics_label(pattern, protocol))
+    resources = RunResources(**resources) if isinstance(resources, Mapping) else resources
+    shared = SweepData(str(data), dataset, metric_family, None if label_range is None else tuple(label_range),
+                       preset_source, json.dumps(tfr_net, sort_keys=True) if tfr_net else None, text_encoder, text_mode, device)
+    try:
+        with _torch_threads(torch_threads):
+            _, preset, encoder, _, _ = _sweep_context(shared)
+        rates = sorted(float(rate) for rate in (preset.missing_rates if rates is None else rates))
+        seeds = [int(seed) for seed in (preset.seeds if seeds is None else seeds)]
+        if not rates or not seeds:
+            raise ValueError("a sweep needs at least one rate and one seed")
+        for name, values in (("rate", rates), ("seed", seeds)):
+            repeated = sorted({value for value in values if values.count(value) > 1})
+            if repeated:
+                raise ValueError(f"{name} {', '.join(map(str, repeated))} listed twice: each run would count twice in the mean")
+        out = Path(out)
+        model_dir = Path(model_dir) if model_dir is not None else out / "runs"
+        one_at_a_time = executor == "local" and workers == 1
+        common = dict(
+            dataset=dataset, text_mode=text_mode, text_encoder=encoder.name, text_target=text_target, simam=simam,
+            faithful=faithful, device=device, amp=amp, max_epochs=epochs, batch_size=batch_size,
+            progress=progress and one_at_a_time, metric_family=metric_family, label_range=shared.label_range,
+            missing_seeds=missing_seeds, preset_source=preset_source, tfr_net=tfr_net, missing=pattern_record(pattern),
+        )
+        if once is None:
+            planned = [(RunConfig(**common, rate=rate, seed=seed), run_dir_name(rate, seed, pattern))
+                       for rate in rates for seed in seeds]
+        else:
+            planned = [(RunConfig(**common, rate=once.valid_rate, seed=seed, train_once=once, test_rates=tuple(rates)),
+                        train_once_dir_name(seed, pattern)) for seed in seeds]
+        tasks = [RunTask(config, str(model_dir / name), overwrite, keep_models) for config, name in planned]
+        chosen = shard.select(tasks) if shard else tasks
+        if executor == "ray":
+            from robustmm.executors import connect_ray, ray_sweep
+
+            rows = ray_sweep.run_tasks(connect_ray(ray_address), shared, chosen, resources, torch_threads, progress)
+        elif one_at_a_time:
+            with _torch_threads(torch_threads):
+                rows = [row for task in chosen for row in train_run(shared, task)]
+        else:
+            rows = _run_in_processes(shared, chosen, workers, torch_threads, progress)
+    finally:
+        _SWEEP_CONTEXT.clear()  # the data and the encoder are not kept past the sweep
+    if shard:
+        return {}
+    return write_outputs(rows, out, preset.key_metrics, run_info(preset, tasks[-1].config, seeds),
+                         metrics_label(pattern, protocol))
+
+
+# ------------------------------------------------------------------------------------- the runs of a sweep
+
+
+@dataclass(frozen=True)
+class SweepData:
+    """What every run of a sweep reads: the feature file, how to read it, and the text encoder. Each process
+    that trains runs builds these once (_sweep_context)."""
+
+    data: str
+    dataset: str
+    metric_family: str | None
+    label_range: tuple[float, float] | None
+    preset_source: str | None
+    tfr_net: str | None  # the overrides as sorted JSON (hashable)
+    text_encoder: str | None
+    text_mode: str
+    device: str
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """One (rate, seed) run of a sweep: its settings and its folder."""
+
+    config: RunConfig
+    run_dir: str
+    overwrite: bool
+    keep_models: bool
+
+
+_SWEEP_CONTEXT: dict = {}  # this process's loaded data, preset, encoder, complete-text cache and data hash
+
+
+def _sweep_context(shared: SweepData) -> tuple:
+    """The loaded data, preset, text encoder, frozen complete-text cache and data hash of `shared`, built once per
+    process (keyed also by the file's size and time, so a rewritten file is read again)."""
+    from robustmm.text_encoder import TextEncoder
+
+    try:
+        stat = os.stat(shared.data)
+        key = (shared, stat.st_size, stat.st_mtime_ns)
+    except OSError:  # load_features says what is wrong with the path
+        key = (shared, None, None)
+    if key not in _SWEEP_CONTEXT:
+        _SWEEP_CONTEXT.clear()
+        tfr_net = json.loads(shared.tfr_net) if shared.tfr_net else None
+        loaded, preset = load_features(shared.data, shared.dataset, shared.metric_family, shared.label_range,
+                                       shared.preset_source, tfr_net)
+        encoder = TextEncoder(shared.text_encoder or preset.text_encoder, device=resolve_device(shared.device),
+                              load_weights=shared.text_mode == "frozen")
+        _SWEEP_CONTEXT[key] = (loaded, preset, encoder, {}, data_sha256(loaded))
+    return _SWEEP_CONTEXT[key]
+
+
+def train_run(shared: SweepData, task: RunTask) -> list[dict]:
+    """Train (or reuse, or resume) one run of a sweep; its rows of results.csv."""
+    loaded, preset, encoder, complete_cache, data_hash = _sweep_context(shared)
+    result = train(loaded, preset, task.config, task.run_dir, encoder, complete_cache, data_hash=data_hash,
+                   overwrite=task.overwrite)
+    if not task.keep_models:
+        (Path(task.run_dir) / "best.pt").unlink(missing_ok=True)
+    return result_rows(result)
 
 
 def result_rows(result: dict) -> list[dict]:
@@ -153,6 +247,57 @@ def result_rows(result: dict) -> list[dict]:
     tested = result.get("test_by_rate") or [{"rate": result["rate"], "metrics": result["test"]}]
     return [{"rate": entry["rate"], "seed": result["seed"], "epochs": result["epochs"], "best_epoch": result["best_epoch"],
              "train_seconds": result["train_seconds"], **entry["metrics"]} for entry in tested]
+
+
+@contextlib.contextmanager
+def _torch_threads(count: int | None):
+    """PyTorch's intra-op threads set to `count` (None: unchanged) while in the block."""
+    before = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _start_worker(torch_threads: int | None) -> None:
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+
+
+def collect_rows(done: Iterable[tuple[RunTask, list[dict]]], total: int, progress: bool) -> dict[str, list[dict]]:
+    """The rows of the runs as they finish ({run folder: rows}), a line for each run on stderr with `progress`."""
+    rows = {}
+    for count, (task, run_rows) in enumerate(done, start=1):
+        rows[task.run_dir] = run_rows
+        row = run_rows[0]
+        if progress:
+            print(f"sweep: {Path(task.run_dir).name} finished ({count}/{total}, {row['epochs']} epochs, "
+                  f"{row['train_seconds']:.0f} s)", file=sys.stderr, flush=True)
+    return rows
+
+
+def _run_in_processes(shared: SweepData, tasks: list[RunTask], workers: int, torch_threads: int | None,
+                      progress: bool) -> list[dict]:
+    """`workers` runs at once, each process loading the data once; the rows in the order of `tasks`."""
+    if not tasks:
+        return []
+    context = multiprocessing.get_context("spawn")  # no forked copies of PyTorch's thread pools
+    with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context, initializer=_start_worker,
+                             initargs=(torch_threads,)) as pool:
+        futures = {pool.submit(train_run, shared, task): task for task in tasks}
+        try:
+            rows = collect_rows(((futures[future], future.result()) for future in as_completed(futures)),
+                                len(tasks), progress)
+        except BrokenProcessPool:
+            raise RuntimeError("a sweep worker process died (killed or out of memory); finished runs are kept, "
+                               "a rerun resumes the others") from None
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    return [row for task in tasks for row in rows[task.run_dir]]
 
 
 def run_info(preset: Preset, config: RunConfig, seeds: list[int]) -> dict:
@@ -341,11 +486,15 @@ def _flags(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, tuple[
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    names = (*MODEL_FLAGS, "rates", "seeds", "out", "model_dir", "keep_models", "torch_threads", "overwrite", "protocol")
-    settings = load_command_settings(SweepCommandSettings, args.config, args.section, _flags(args, names))
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
+    names = (*MODEL_FLAGS, "rates", "seeds", "out", "model_dir", "keep_models", "torch_threads", "overwrite", "executor",
+             "workers", "ray_address", "shard", "protocol")
+    flags = {**_flags(args, names), "resources.cpus": ("--run-cpus", args.run_cpus), "resources.gpus": ("--run-gpus", args.run_gpus)}
+    settings = load_command_settings(SweepCommandSettings, args.config, args.section, flags)
     flat = sweep(args.data, args.dataset, **settings.sweep_arguments())
+    if settings.shard:
+        model_dir = settings.model_dir or Path(settings.out) / "runs"
+        print(f"shard {settings.shard}: its runs are in {model_dir}; a sweep without --shard writes the results from them")
+        return 0
     for key in sorted(flat):
         if ("auilc/" in key or f"{report.MEAN_KEY}/" in key) and flat[key] is not None:
             print(f"{key}: {flat[key]:.4f}")
@@ -406,7 +555,14 @@ def register(commands) -> None:
                               help="train_once: per-sample training rates uniform in [LOW, HIGH] (default 0,1)")
     sweep_parser.add_argument("--complete-share", type=float, help="train_once: share of complete training samples (default 0)")
     sweep_parser.add_argument("--valid-rate", type=float, help="train_once: rate of the validation split that selects the model (default 0.5)")
-    sweep_parser.add_argument("--torch-threads", type=int, help="CPU threads for PyTorch (default: one per core)")
+    sweep_parser.add_argument("--torch-threads", type=int, help="CPU threads for PyTorch in each run (default: one per core)")
+    sweep_parser.add_argument("--executor", help="local (default) or ray: one Ray task per (rate, seed)")
+    sweep_parser.add_argument("--workers", type=int, help="local executor: runs at once, each in its own process (default 1)")
+    sweep_parser.add_argument("--ray-address", help="the Ray cluster (default: RAY_ADDRESS, else a local Ray instance)")
+    sweep_parser.add_argument("--run-cpus", type=float, help="ray: CPUs each run claims (default 1)")
+    sweep_parser.add_argument("--run-gpus", type=float, help="ray: share of a GPU each run claims, e.g. 0.25 (default 0)")
+    sweep_parser.add_argument("--shard", metavar="I/N", help="train only every N-th run from the I-th (0-based) "
+                              "and write nothing else; a sweep without --shard then writes the results")
     sweep_parser.add_argument("--config", help="YAML/JSON file holding the settings (flags override it)")
     sweep_parser.add_argument("--section", default="sweep", help="dotted section of --config (default sweep)")
     sweep_parser.set_defaults(handler=cmd_sweep)

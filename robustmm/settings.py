@@ -30,6 +30,7 @@ import yaml
 
 from robustmm import avec2019
 from robustmm.errors import UserError
+from robustmm.executors import EXECUTORS, Shard
 from robustmm.features.base import EXTRACTORS, create_extractor
 from robustmm.features.extract import DEFAULT_MAX_FAILURE_SHARE
 from robustmm.metrics import FAMILIES
@@ -464,12 +465,19 @@ class DatasetSettings:
     text_encoder: str | None = setting(Optional(Text("a model name or folder")), None)
 
 
+EXECUTOR = Choice(EXECUTORS)
+RAY_ADDRESS = Optional(Text("a Ray cluster address"))
+SHARD = Optional(Checked(Shard.parse, "I/N with 0 <= I < N"))
+
+
 @dataclass(frozen=True, kw_only=True)
 class ExtractionSettings:
     """What `extract` (the stage and the command) shares."""
 
     workers: int | None = setting(Optional(POSITIVE), None)
     max_failure_share: float = setting(RATE, DEFAULT_MAX_FAILURE_SHARE)
+    executor: str = setting(EXECUTOR, "local")
+    ray_address: str | None = setting(RAY_ADDRESS, None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -546,10 +554,18 @@ class ModelSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RunResources:
+    """What one training run of a sweep claims on a Ray cluster: CPUs (also its PyTorch threads when
+    torch_threads is null) and a share of a GPU (0.25: four runs share one)."""
+
+    cpus: float = setting(Number(above=0.0), 1.0)
+    gpus: float = setting(Number(0.0), 0.0)
+
+
+@dataclass(frozen=True, kw_only=True)
 class SweepSettings(ModelSettings):
     """params.yaml `sweep`: the keyword arguments of robustmm.experiments.sweep that the stage does not set
-    itself (text_encoder comes from `datasets.<name>`; out, model_dir, keep_models are the stage's), and
-    torch_threads."""
+    itself (text_encoder comes from `datasets.<name>`; out, model_dir, keep_models are the stage's)."""
 
     rates: list[float] | None = setting(Optional(ListOf(RATE, 1, distinct=True)), None)
     seeds: list[int] | None = setting(Optional(ListOf(SEED, 1, distinct=True)), None)
@@ -557,10 +573,14 @@ class SweepSettings(ModelSettings):
     overwrite: bool = setting(Boolean(), False)
     protocol: str = setting(Choice(PROTOCOLS), "per_rate")
     train_once: dict | None = setting(Optional(FieldsOf(TrainOnce, "the train-once protocol")), None)
+    executor: str = setting(EXECUTOR, "local")
+    workers: int = setting(POSITIVE, 1)
+    resources: RunResources = setting(Section(RunResources), RunResources())
+    ray_address: str | None = setting(RAY_ADDRESS, None)
 
     def sweep_arguments(self) -> dict:
-        """The keyword arguments for robustmm.experiments.sweep (torch_threads is applied by the caller)."""
-        return {name: getattr(self, name) for name in _field_names(self) if name != "torch_threads"}
+        """The keyword arguments for robustmm.experiments.sweep."""
+        return {name: getattr(self, name) for name in _field_names(self)}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -596,6 +616,7 @@ class SweepCommandSettings(SweepSettings):
     out: str = setting(PATH, "results/sweep")
     model_dir: str | None = setting(Optional(PATH), None)
     keep_models: bool = setting(Boolean(), True)
+    shard: Shard | None = setting(SHARD, None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -616,6 +637,7 @@ class ExtractCommandSettings(ExtractionSettings):
     dataset: str = setting(PATH)
     output_dir: str = setting(PATH, "features")
     cache_dir: str = setting(PATH, "cache/features")
+    shard: Shard | None = setting(SHARD, None)
     text: ExtractorSettings | None = setting(Optional(ExtractorKind("text")), None)
     audio: ExtractorSettings | None = setting(Optional(ExtractorKind("audio")), None)
     vision: ExtractorSettings | None = setting(Optional(ExtractorKind("vision")), None)

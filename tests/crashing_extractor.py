@@ -15,7 +15,9 @@ from robustmm.features.base import FileExtractor
 @dataclass
 class CrashingConfig:
     crash_clip: str = ""  # file name (without extension) of the clip whose worker dies
-    how: str = "segfault"  # segfault: SIGSEGV; exit: os._exit(3); hang: write the pid to marker_dir and sleep
+    # segfault: SIGSEGV; exit: os._exit(3); hang: write the pid to marker_dir and sleep; stall: as hang on the
+    # first attempt only (the test kills the process), later attempts extract
+    how: str = "segfault"
     marker_dir: str = ""  # segfault/exit: die only on the first attempt (a marker file remembers it)
     after_clip: str = ""  # die only once this clip is extracted (and a second more): the other worker is idle then
 
@@ -40,10 +42,11 @@ class CrashingExtractor(FileExtractor):
         markers = Path(self.config.marker_dir)
         if path.stem == self.config.crash_clip:
             marker = markers / f"{path.stem}.{os.getpid()}" if self.config.marker_dir else None
-            if self.config.how == "hang":
+            first_attempt = marker is None or not any(markers.glob(f"{path.stem}.*"))
+            if self.config.how == "hang" or self.config.how == "stall" and first_attempt:
                 marker.touch()
                 time.sleep(600)
-            elif marker is None or not any(markers.glob(f"{path.stem}.*")):
+            elif self.config.how != "stall" and first_attempt:
                 if marker is not None:
                     marker.touch()
                 if self.config.after_clip:

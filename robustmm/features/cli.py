@@ -29,7 +29,7 @@ def _parse_option(text: str) -> tuple[str, str, object]:
 def cmd_extract(args: argparse.Namespace) -> int:
     raw = read_section(args.config, args.section) if args.config else {}
     flags = {name: ("--" + name.replace("_", "-"), getattr(args, name))
-             for name in ("dataset", "output_dir", "cache_dir", "workers", "max_failure_share")}
+             for name in ("dataset", "output_dir", "cache_dir", "workers", "max_failure_share", "executor", "ray_address", "shard")}
     for modality in MODALITIES:
         if isinstance(raw.get(modality), str):
             raw[modality] = {"extractor": raw[modality]}
@@ -58,7 +58,15 @@ def cmd_extract(args: argparse.Namespace) -> int:
         workers=settings.workers,
         max_failure_share=settings.max_failure_share,
         progress=not args.no_progress,
+        executor=settings.executor,
+        ray_address=settings.ray_address,
+        shard=settings.shard,
     )
+    if settings.shard:
+        done = ", ".join(f"{modality} {summary['clips']}" for modality, summary in reports.items())
+        print(f"shard {settings.shard}: clips extracted into {settings.cache_dir}: {done}; "
+              f"an extract without --shard writes the features from the cache")
+        return 0
     for modality, report in reports.items():
         faces = f", faces found in {report['face_detected_share']:.1%} of sampled frames" if modality == "vision" and report["face_detected_share"] is not None else ""
         print(f"{modality} ({report['extractor']}): {report['clips']} clips, {report['failed']} failed{faces} -> {output_dir / f'{modality}.pkl'}")
@@ -87,7 +95,12 @@ def register(commands) -> None:
     parser.add_argument("--vision", metavar="EXTRACTOR", help="vision extractor (mediapipe, openface)")
     parser.add_argument("--output-dir", help="where <modality>.pkl and <modality>.report.json go (default features)")
     parser.add_argument("--cache-dir", help="per-clip cache folder (default cache/features)")
-    parser.add_argument("--workers", type=int, help="worker processes for audio/vision (default: CPU count)")
+    parser.add_argument("--workers", type=int, help="worker processes (Ray actors with --executor ray) for audio/vision "
+                                                    "(default: CPU count)")
+    parser.add_argument("--executor", help="local (default) or ray: audio/vision clips on a Ray cluster")
+    parser.add_argument("--ray-address", help="the Ray cluster (default: RAY_ADDRESS, else a local Ray instance)")
+    parser.add_argument("--shard", metavar="I/N", help="extract only every N-th clip from the I-th (0-based) into the "
+                        "cache and write nothing else; an extract without --shard then writes the features")
     parser.add_argument("--fps", type=float, help="video frames sampled per second (vision extractor config fps)")
     parser.add_argument("--text-length", type=int, help="tokens per transcript, L_t (text extractor config max_length)")
     parser.add_argument("--option", action="append", default=[], metavar="MODALITY.KEY=VALUE",

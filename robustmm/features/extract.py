@@ -7,6 +7,7 @@ Each modality is written to its own features file (read by `assemble`) and a JSO
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import multiprocessing
 import multiprocessing.process
@@ -21,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -33,6 +35,9 @@ from robustmm.features.cache import (ClipResult, DamagedEntry, FeatureCache, fil
 from robustmm.features.dataset import Clip, read_dataset
 from robustmm.features.decode import ClipError, decode_clip
 from robustmm.features.text import BertExtractor
+
+if TYPE_CHECKING:
+    from robustmm.executors import Shard
 
 FEATURES_KIND = "robustmm-modality-features"
 DEFAULT_MAX_FAILURE_SHARE = 0.1
@@ -169,6 +174,23 @@ def _worker_main(connection: Connection, specs: list[tuple[type[Extractor], obje
             extractor.close()
 
 
+WORKER_ATTEMPTS = 2
+
+
+def retry_or_report(job: _Job, cause: str, extractors: list[Extractor], pending: deque, attempts: Counter,
+                    uncached: dict, bar: tqdm) -> None:
+    """The clip of a worker that died: back to the queue for one more attempt, then reported failed with `cause`."""
+    attempts[job.clip_id] += 1
+    if attempts[job.clip_id] < WORKER_ATTEMPTS:
+        _warn(f"{job.path}: the worker process extracting it died ({cause}); retrying it in a fresh worker")
+        pending.appendleft(job)
+        return
+    reason = f"the worker process died extracting this clip ({cause}), also when retried in a fresh worker"
+    _warn(f"{job.path}: {reason}; reported as failed (not cached, a rerun tries again)")
+    uncached.update({(i, job.clip_id): _failure(extractors[i], reason) for i, _ in job.entries})
+    bar.update(1)
+
+
 def _death_cause(exitcode: int | None) -> str:
     if exitcode is not None and exitcode < 0:
         try:
@@ -191,7 +213,6 @@ class _WorkerPool:
     only its clip: the clip is retried once in a fresh worker, then reported failed with the cause, and the other
     clips go on (ProcessPoolExecutor lost every clip with the pool)."""
 
-    ATTEMPTS = 2
     MAX_FAILED_STARTS = 3  # workers dying in a row while loading the extractors: not a problem of a clip
 
     def __init__(self, extractors: list[Extractor], workers: int):
@@ -267,15 +288,7 @@ class _WorkerPool:
                 raise RuntimeError(f"{self.failed_starts} extraction workers in a row died while loading the extractors "
                                    f"(the last {cause}); try --workers 1 to see the error")
             return
-        attempts[job.clip_id] += 1
-        if attempts[job.clip_id] < self.ATTEMPTS:
-            _warn(f"{job.path}: the worker process extracting it died ({cause}); retrying it in a fresh worker")
-            pending.appendleft(job)
-            return
-        reason = f"the worker process died extracting this clip ({cause}), also when retried in a fresh worker"
-        _warn(f"{job.path}: {reason}; reported as failed (not cached, a rerun tries again)")
-        uncached.update({(i, job.clip_id): _failure(self.extractors[i], reason) for i, _ in job.entries})
-        bar.update(1)
+        retry_or_report(job, cause, self.extractors, pending, attempts, uncached, bar)
 
     def _stop(self) -> None:
         for worker in self.workers:
@@ -337,13 +350,17 @@ def _cached(path: Path, clip: Clip, extractor: Extractor) -> ClipResult | None:
         return None
 
 
-def _extract_text(clips: list[Clip], extractor: BertExtractor, cache: FeatureCache, progress: bool) -> list[ClipResult]:
+def _extract_text(clips: list[Clip], extractor: BertExtractor, cache: FeatureCache, progress: bool,
+                  shard: Shard | None = None) -> list[ClipResult | None]:
     """Every clip's text features, encoding the transcripts not yet cached. Batches are fixed slices of the sorted
-    clip list, so a resumed run computes every clip in the same batch as an uninterrupted run would (identical floats)."""
+    clip list, so a resumed run computes every clip in the same batch as an uninterrupted run would (identical floats);
+    a shard encodes its share of the batches (None for the others' clips)."""
     entries = [cache.entry(text_hash(clip.text), extractor) for clip in clips]
     results = [_cached(path, clip, extractor) for path, clip in zip(entries, clips)]
     size = extractor.config.batch_size
-    starts = [start for start in range(0, len(clips), size) if any(result is None for result in results[start:start + size])]
+    starts = list(range(0, len(clips), size))
+    starts = [start for start in (shard.select(starts) if shard else starts)
+              if any(result is None for result in results[start:start + size])]
     if starts:
         extractor.load()
     for start in tqdm(starts, unit="batch", desc="text", disable=not progress):
@@ -413,12 +430,18 @@ def extract(
     workers: int | None = None,
     max_failure_share: float = DEFAULT_MAX_FAILURE_SHARE,
     progress: bool = True,
+    executor: str = "local",
+    ray_address: str | None = None,
+    shard: Shard | None = None,
 ) -> dict[str, dict]:
     """Extract the modalities in `extractors` ({modality: (extractor name, config dict)}) of every clip.
 
     Each clip is decoded once for all its audio and vision extractors. Writes `outputs[modality]` and its
     report; returns {modality: report}. Raises RuntimeError (after writing every report) when a modality
     has more than `max_failure_share` failed clips; those modalities' features files are not written.
+    `executor` "ray" extracts on the Ray cluster at `ray_address` (robustmm.executors.connect_ray). With
+    `shard`, only that shard's clips (and text batches) are extracted into the cache and nothing is written;
+    returns {modality: {"clips": the shard's share of the clips}}.
     """
     if set(extractors) != set(outputs):
         raise ValueError(f"extractors for {sorted(extractors)} but outputs for {sorted(outputs)}")
@@ -427,10 +450,20 @@ def extract(
     built = {modality: create_extractor(name, config, modality) for modality, (name, config) in extractors.items()}
     for extractor in built.values():
         _ = extractor.feature_names  # a bad config (e.g. an unknown feature set) fails here, before any work
-    clips = read_dataset(dataset_dir)
+    all_clips = read_dataset(dataset_dir)
+    clips = shard.select(all_clips) if shard else all_clips
     cache = FeatureCache(cache_dir)
-    workers = (os.cpu_count() or 1) if workers is None else workers
     use_private_jit_cache()
+    run_jobs = _run_jobs
+    if executor == "ray":
+        from robustmm.executors import connect_ray, ray_extract
+
+        ray = connect_ray(ray_address)
+        run_jobs = functools.partial(ray_extract.run_jobs, ray)
+        if "text" in built:
+            built["text"] = ray_extract.text_extractor(ray, built["text"])
+    else:
+        workers = (os.cpu_count() or 1) if workers is None else workers
 
     media = [(modality, extractor) for modality, extractor in built.items() if modality != "text"]
     media_extractors = [extractor for _, extractor in media]
@@ -453,12 +486,14 @@ def extract(
 
     def extract_text() -> None:
         if "text" in built:
-            text_results.extend(_extract_text(clips, built["text"], cache, progress))
+            text_results.extend(_extract_text(all_clips, built["text"], cache, progress, shard))
 
     if jobs:
-        results.update(_run_jobs(jobs, media_extractors, workers, progress, meanwhile=extract_text))
+        results.update(run_jobs(jobs, media_extractors, workers, progress, meanwhile=extract_text))
     else:
         extract_text()
+    if shard:
+        return {modality: {"clips": len(clips)} for modality in built}
     if "text" in built:
         tokens = _transcript_tokens(built["text"], clips)
         text_results = [ClipResult(result.arrays, result.failure, {"tokens": count}) for result, count in zip(text_results, tokens)]
@@ -496,11 +531,13 @@ def extract_modality(
     output: str | os.PathLike | None = None,
     max_failure_share: float = DEFAULT_MAX_FAILURE_SHARE,
     progress: bool = True,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> dict:
     """One modality's features file (default `features/<modality>.pkl`); returns its report."""
     output = output if output is not None else Path("features") / f"{modality}.pkl"
     return extract(dataset_dir, {modality: (extractor_name, config)}, {modality: output}, cache_dir, workers,
-                   max_failure_share, progress)[modality]
+                   max_failure_share, progress, executor, ray_address)[modality]
 
 
 def read_features(path: str | os.PathLike) -> dict:
