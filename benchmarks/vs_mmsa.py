@@ -32,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from faithful_vs_mmsa import mmsa_args
 from train_speed import BATCH, MOSI_DIMS, MOSI_LENS, build_inputs, high_water_mark
 
 CONFIGS = ("mmsa", "finetune", "frozen", "faithful")
@@ -73,7 +74,6 @@ def mmsa_steps(features: str, encoder_dir: str, steps: int):
     import importlib
 
     import torch
-    from easydict import EasyDict
     from MMSA.models.subNets.BertTextEncoder import BertTextEncoder
 
     from robustmm import train as training
@@ -90,18 +90,13 @@ def mmsa_steps(features: str, encoder_dir: str, steps: int):
 
     mmsa = importlib.import_module("MMSA.models.missingTask.TFR_NET.model")
     mmsa.BertTextEncoder = functools.partial(BertTextEncoder, pretrained=encoder_dir)
-    args = EasyDict(
-        seq_lens=list(MOSI_LENS), feature_dims=[encoder.hidden_size, *MOSI_DIMS[1:]],
-        dst_feature_dim_nheads=[p.common_dim, p.num_heads], nlevels=p.nlevels, attn_dropout=p.attn_dropout[0],
+    # faithful_vs_mmsa's arguments turn dropout off (for equal outputs); training uses the preset's.
+    args = mmsa_args(p)
+    args.update(
+        seq_lens=list(MOSI_LENS), feature_dims=[encoder.hidden_size, *MOSI_DIMS[1:]], attn_dropout=p.attn_dropout[0],
         attn_dropout_a=p.attn_dropout[1], attn_dropout_v=p.attn_dropout[2], relu_dropout=p.relu_dropout,
-        embed_dropout=p.embed_dropout, res_dropout=p.res_dropout, text_dropout=p.text_dropout, attn_mask=True,
-        conv1d_kernel_size_l=p.conv_kernels[0], conv1d_kernel_size_a=p.conv_kernels[1],
-        conv1d_kernel_size_v=p.conv_kernels[2], num_temporal_head=p.num_temporal_head,
-        alignmentModule="crossmodal_attn", generatorModule="linear", fusionModule="c_gate", recloss_type="combine",
-        without_generator=False, weight_sim_loss=p.weight_sim_loss, weight_gen_loss=list(p.recon_weights),
-        fusion_t_hid=p.fusion_hidden[0], fusion_a_hid=p.fusion_hidden[1], fusion_v_hid=p.fusion_hidden[2],
-        fusion_gru_layers=p.fusion_gru_layers, fusion_drop=p.fusion_dropout, cls_hidden_dim=p.cls_hidden_dim,
-        cls_dropout=p.cls_dropout, use_bert_finetune=True, device=torch.device("cpu"),
+        embed_dropout=p.embed_dropout, res_dropout=p.res_dropout, text_dropout=p.text_dropout,
+        fusion_drop=p.fusion_dropout, cls_dropout=p.cls_dropout,
     )
     model = mmsa.TFR_NET(args)
     model.train()
