@@ -84,6 +84,7 @@ def sweep(
     faithful: bool = False,
     device: str = "auto",
     amp: bool = False,
+    checkpointing: bool | str = "auto",
     epochs: int | None = None,
     batch_size: int | None = None,
     keep_models: bool = True,
@@ -150,8 +151,8 @@ def sweep(
         one_at_a_time = executor == "local" and workers == 1
         common = dict(
             dataset=dataset, text_mode=text_mode, text_encoder=encoder.name, text_target=text_target, simam=simam,
-            faithful=faithful, device=device, amp=amp, max_epochs=epochs, batch_size=batch_size,
-            progress=progress and one_at_a_time, metric_family=metric_family, label_range=shared.label_range,
+            faithful=faithful, device=device, amp=amp, checkpointing=checkpointing, max_epochs=epochs,
+            batch_size=batch_size, progress=progress and one_at_a_time, metric_family=metric_family, label_range=shared.label_range,
             missing_seeds=missing_seeds, preset_source=preset_source, tfr_net=tfr_net, missing=pattern_record(pattern),
         )
         if once is None:
@@ -420,6 +421,11 @@ def _label_range(text: str) -> tuple[float, float]:
     return values[0], values[1]
 
 
+def _checkpointing(text: str) -> bool | str:
+    """The flag's words as the setting's values (the settings schema checks them)."""
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     # Defaults are None ("not given"): the settings schema (robustmm.settings) holds the defaults and checks
     # every value, so that a flag, a --config key and a params.yaml key fail the same way.
@@ -432,6 +438,8 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--faithful", action="store_true", default=None, help="reproduce the upstream implementation's quirks")
     parser.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--amp", action="store_true", default=None, help="mixed precision (bf16 where supported, else fp16 on CUDA)")
+    parser.add_argument("--checkpointing", type=_checkpointing, metavar="auto|true|false",
+                        help="recompute activations in backward to save memory (default auto: when free memory is short)")
     parser.add_argument("--epochs", type=int, help="maximum epochs (default: the preset's cap; early stopping applies)")
     parser.add_argument("--batch-size", type=int, help="default: the preset's")
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
@@ -469,8 +477,8 @@ OPTION_FLAGS = {
     "train_once.complete_share": "complete_share", "train_once.valid_rate": "valid_rate",
 }
 
-MODEL_FLAGS = ("text_mode", "text_encoder", "text_target", "simam", "faithful", "device", "amp", "epochs", "batch_size",
-               "metric_family", "label_range", "missing_seeds", "preset_source", "missing")
+MODEL_FLAGS = ("text_mode", "text_encoder", "text_target", "simam", "faithful", "device", "amp", "checkpointing", "epochs",
+               "batch_size", "metric_family", "label_range", "missing_seeds", "preset_source", "missing")
 
 
 def _flags(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, tuple[str, object]]:
@@ -513,7 +521,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = RunConfig(
         dataset=args.dataset, rate=settings.rate, seed=settings.seed, text_mode=settings.text_mode,
         text_encoder=encoder.name, text_target=settings.text_target, simam=settings.simam, faithful=settings.faithful,
-        device=settings.device, amp=settings.amp, max_epochs=settings.epochs, batch_size=settings.batch_size,
+        device=settings.device, amp=settings.amp, checkpointing=settings.checkpointing, max_epochs=settings.epochs, batch_size=settings.batch_size,
         progress=settings.progress, metric_family=settings.metric_family, label_range=settings.label_range,
         missing_seeds=settings.missing_seeds, preset_source=settings.preset_source, tfr_net=settings.tfr_net,
         missing=missing_pattern(settings.missing, (settings.patterns or {}).get(settings.missing)),

@@ -37,7 +37,7 @@ from robustmm.metrics import FAMILIES
 from robustmm.missing import PATTERNS, PER_TRAINING_SEED, PROTOCOL_MISSING_SEEDS, PROTOCOLS, TrainOnce, check_missing_seeds
 from robustmm.models.tfr_net import TEXT_MODES
 from robustmm.presets import KEY_METRICS, MODALITIES, PRESET_SOURCES, PRESETS, check_tfr_net_overrides
-from robustmm.train import TEXT_TARGETS
+from robustmm.train import TEXT_TARGETS, check_checkpointing
 
 PARAMS_FILE = "params.yaml"
 
@@ -535,6 +535,7 @@ class ModelSettings:
     faithful: bool = setting(Boolean(), False)
     device: str = setting(Device(), "auto")
     amp: bool = setting(Boolean(), False)
+    checkpointing: bool | str = setting(Checked(check_checkpointing, "auto, true or false"), "auto")
     epochs: int | None = setting(Optional(POSITIVE), None)
     batch_size: int | None = setting(Optional(POSITIVE), None)
     progress: bool = setting(Boolean(), True)

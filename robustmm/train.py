@@ -19,6 +19,7 @@ import json
 import math
 import pickle
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,7 @@ class RunConfig:
     faithful: bool = False
     device: str = "auto"
     amp: bool = False
+    checkpointing: bool | str = "auto"  # recompute activations in backward: True, False, or "auto" by free memory
     max_epochs: int | None = None
     batch_size: int | None = None
     progress: bool = True
@@ -85,6 +87,7 @@ class RunConfig:
             self.test_rates = tuple(float(rate) for rate in self.test_rates)
             if not all(0.0 <= rate <= 1.0 for rate in self.test_rates):
                 raise ValueError(f"test rates {list(self.test_rates)}: each must lie in [0, 1]")
+        self.checkpointing = check_checkpointing(self.checkpointing)
         check_preset_source(self.preset_source)
         self.tfr_net = check_tfr_net_overrides(self.tfr_net) if self.tfr_net else None
         if self.text_mode not in TEXT_MODES:
@@ -235,13 +238,58 @@ def batches(tensors: dict, batch_size: int, device: torch.device, order: torch.T
 
 # ----------------------------------------------------------------------------------- model and optimiser
 
+CHECKPOINTING = ("auto", True, False)
 
-def build_model(preset: Preset, config: RunConfig, seq_lens, feature_dims, encoder) -> TFRNet:
+
+def check_checkpointing(value) -> bool | str:
+    if value not in CHECKPOINTING or isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise ValueError(f"checkpointing {value!r}: expected auto, true or false")
+    return value
+
+
+def activation_bytes(tfr_net, batch_size: int, seq_lens, text_model, faithful: bool) -> int:
+    """Estimated activations a training step keeps for backward without checkpointing, beyond what it keeps with.
+
+    Floats saved per element, measured at MOSI shapes (batch 24, 50/375/500, bert-base: BERT 1.25 GB, the
+    reconstruction 0.6 GB, the other transformers 0.6 GB): about 28 per BERT hidden value and layer, 25 per
+    transformer value (d per step) and layer. Faithful finetune runs BERT twice with gradients."""
+    d, layers = tfr_net.common_dim, max(tfr_net.nlevels, tfr_net.intra_layers)
+    transformers = 25 * batch_size * sum(seq_lens) * d * (layers + 2 * tfr_net.nlevels)
+    reconstruction = 25 * batch_size * 3 * d * sum(seq_lens) * layers
+    bert = 0
+    if text_model is not None:
+        config = text_model.config
+        bert = 28 * batch_size * seq_lens[0] * config.hidden_size * config.num_hidden_layers * (2 if faithful else 1)
+    return 4 * (transformers + reconstruction + bert)
+
+
+def available_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        return int(re.search(r"MemAvailable:\s+(\d+) kB", meminfo.read_text()).group(1)) * 1024
+    return 0  # unknown: keep the memory-saving default
+
+
+def resolve_checkpointing(setting: bool | str, needed_bytes: int, device: torch.device) -> bool:
+    """`auto`: checkpoint only when the extra activations would take more than half the memory available now
+    (recomputation costs a forward pass of the transformers and BERT; memory is a hard limit)."""
+    if setting != "auto":
+        return setting
+    return needed_bytes > available_bytes(device) / 2
+
+
+def build_model(preset: Preset, config: RunConfig, seq_lens, feature_dims, encoder,
+                device: torch.device | None = None) -> TFRNet:
     # Read from disk, not copied from `encoder`: a sweep need not keep pristine weights resident between runs.
     text_model = encoder.new_model() if config.text_mode == "finetune" else None
+    batch_size = config.batch_size or preset.tfr_net.batch_size
+    needed = activation_bytes(preset.tfr_net, batch_size, seq_lens, text_model, config.faithful)
     return TFRNet(
         preset.tfr_net, seq_lens, feature_dims, text_mode=config.text_mode, text_encoder=text_model,
         simam=config.simam, faithful=config.faithful,
+        checkpointing=resolve_checkpointing(config.checkpointing, needed, device or torch.device("cpu")),
     )
 
 
@@ -275,11 +323,12 @@ def seed_everything(seed: int) -> None:
 
 # ------------------------------------------------------------------------------- run folders and checkpoints
 
-# RunConfig fields that cannot change a run's result: a run may resume on another device, without bars.
-DISPLAY_ONLY = ("progress", "device")
 # Settings added after runs were recorded, with the value every earlier run was made with: left out of the
 # fingerprint at that value, so that the runs recorded before they existed stay valid.
 ADDED_LATER = {"missing": {"pattern": "iid"}, "train_once": None, "test_rates": None}
+# RunConfig fields that cannot change a run's result: a run may resume on another device, without bars, with
+# checkpointing switched (recomputation gives the same activations).
+DISPLAY_ONLY = ("progress", "device", "checkpointing")
 # Preset fields that belong to a sweep or to the reader, not to one run.
 NOT_OF_ONE_RUN = ("notes", "missing_rates", "seeds")
 # The files a run writes in its folder; overwriting a run deletes exactly these.
@@ -539,7 +588,7 @@ def train(
     train_split = loaded["train"]
     seq_lens = (train_split["text_bert"].shape[2], train_split["audio"].shape[1], train_split["vision"].shape[1])
     feature_dims = (encoder.hidden_size, train_split["audio"].shape[2], train_split["vision"].shape[2])
-    model = build_model(preset, config, seq_lens, feature_dims, encoder).to(device)
+    model = build_model(preset, config, seq_lens, feature_dims, encoder, device).to(device)
     optimizer = build_optimizer(model, preset)
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported())
     generator = torch.Generator().manual_seed(config.seed)

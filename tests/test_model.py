@@ -238,24 +238,35 @@ def test_mixed_precision_forward_and_backward():
     assert all(torch.isfinite(w.grad).all() for w in model.fusion[1].gru.parameters())
 
 
-def test_activation_checkpointing_gives_the_same_outputs_and_gradients(monkeypatch):
-    model = frozen_model().train()
+@pytest.mark.parametrize("faithful", [False, True])
+def test_activation_checkpointing_on_and_off_give_the_same_loss_and_gradients(faithful):
     batch = make_batch((8, 20, 12), (TEXT_DIM, 5, 20))
 
-    def step():
+    def step(checkpointing):
+        model = frozen_model(faithful=faithful, checkpointing=checkpointing).train()
         # Dropout draws from the global generator: the recomputation in backward must draw the same masks.
         torch.manual_seed(5)
-        model.zero_grad()
         out = model(batch)
         (out["prediction"].sum() + out["recon_loss"].sum()).backward()
         return out["recon_loss"].detach(), {name: w.grad.clone() for name, w in model.named_parameters()}
 
-    checkpointed_loss, checkpointed_grads = step()
-    monkeypatch.setattr(model, "checkpointed", lambda function, *args: function(*args))
-    plain_loss, plain_grads = step()
+    checkpointed_loss, checkpointed_grads = step(True)
+    plain_loss, plain_grads = step(False)
     torch.testing.assert_close(checkpointed_loss, plain_loss)
+    assert checkpointed_grads.keys() == plain_grads.keys()
     for name, grad in plain_grads.items():
         torch.testing.assert_close(checkpointed_grads[name], grad, msg=name)
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_checkpointing_setting_reaches_bert_layers(checkpointing):
+    from transformers import BertConfig, BertModel
+
+    bert = BertModel(BertConfig(vocab_size=50, hidden_size=TEXT_DIM, num_hidden_layers=1, num_attention_heads=2,
+                                intermediate_size=32, max_position_embeddings=16))
+    TFRNet(get_preset("mosi", "emt-dlfr").tfr_net, (8, 20, 12), (TEXT_DIM, 5, 20), text_encoder=bert,
+           checkpointing=checkpointing)
+    assert bert.is_activation_checkpointing == checkpointing
 
 
 @pytest.mark.parametrize("faithful", [False, True])

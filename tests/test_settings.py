@@ -71,6 +71,8 @@ def test_the_repository_params_are_valid():
     # wrong types
     (lambda p: p["sweep"].update(epochs="ten"), "params.yaml: sweep.epochs: 'ten' is not allowed (an integer >= 1, or null)"),
     (lambda p: p["sweep"].update(simam="yes please"), "params.yaml: sweep.simam: 'yes please' is not allowed (true or false)"),
+    (lambda p: p["sweep"].update(checkpointing="sometimes"),
+     "params.yaml: sweep.checkpointing: checkpointing 'sometimes': expected auto, true or false"),
     (lambda p: p["extract"]["text"].update(max_length="16"), "params.yaml: extract.text.max_length: '16' is not allowed (an integer)"),
     (lambda p: p["sweep"].update(rates=0.5), "params.yaml: sweep.rates: 0.5 is not allowed (a non-empty list"),
     (lambda p: p.update(sweep=[1]), "params.yaml: sweep: [1] is not allowed (a mapping with keys"),

@@ -295,3 +295,26 @@ def test_zero_epochs_or_batch_size_are_refused(feature_file, tmp_path, capsys):
                      "--text-mode", "frozen", "--text-encoder", OFFLINE_ENCODER, "--device", "cpu", "--no-progress"])
         assert code == 2 and f"{flag}: 0 is not allowed" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_checkpointing_auto_follows_the_available_memory(monkeypatch):
+    preset = get_preset("mosi")
+    needed = training.activation_bytes(preset.tfr_net, 24, (50, 375, 500), None, faithful=False)
+    assert 0.5e9 < needed < 2e9  # frozen mode at MOSI shapes: the transformers' and reconstruction's 1.2 GB
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(training, "available_bytes", lambda device: 4 * needed)
+    assert training.resolve_checkpointing("auto", needed, cpu) is False
+    monkeypatch.setattr(training, "available_bytes", lambda device: needed)
+    assert training.resolve_checkpointing("auto", needed, cpu) is True
+    assert training.resolve_checkpointing(False, needed, cpu) is False
+    assert training.resolve_checkpointing(True, 0, cpu) is True
+
+
+def test_checkpointing_setting_is_checked_and_leaves_the_fingerprint_alone():
+    with pytest.raises(ValueError, match="checkpointing 'sometimes': expected auto, true or false"):
+        RunConfig(dataset="mosi", checkpointing="sometimes")
+    preset = get_preset("mosi")
+    fingerprints = [training.run_fingerprint(preset, RunConfig(dataset="mosi", checkpointing=value), "0")
+                    for value in training.CHECKPOINTING]
+    assert fingerprints[0] == fingerprints[1] == fingerprints[2]
+

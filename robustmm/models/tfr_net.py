@@ -249,6 +249,7 @@ class TFRNet(nn.Module):
         text_encoder: nn.Module | None = None,
         simam: bool = False,
         faithful: bool = False,
+        checkpointing: bool = True,
     ):
         super().__init__()
         if text_mode not in TEXT_MODES:
@@ -256,9 +257,9 @@ class TFRNet(nn.Module):
         if (text_mode == "finetune") != (text_encoder is not None):
             raise ValueError("finetune mode needs a text encoder inside the model; frozen mode takes none")
         self.params, self.seq_lens, self.feature_dims = params, tuple(seq_lens), tuple(feature_dims)
-        self.text_mode, self.faithful = text_mode, faithful
+        self.text_mode, self.faithful, self.checkpointing = text_mode, faithful, checkpointing
         self.text_encoder = text_encoder
-        if getattr(text_encoder, "supports_gradient_checkpointing", False):
+        if checkpointing and getattr(text_encoder, "supports_gradient_checkpointing", False):
             # BERT's layers hold half of a training step's saved activations at MOSI shapes (1.25 of 2.7 GB, batch
             # 24); recomputing each layer in backward costs one more BERT forward, a small part of a step.
             text_encoder.config.use_cache = False  # a decoder's key/value cache; BERT as an encoder has none to keep
@@ -336,8 +337,9 @@ class TFRNet(nn.Module):
 
         Used for the transformers: at MOSI shapes (batch 24) their saved activations are 1.2 GB (0.6 of them
         the reconstruction's, whose feed-forward layers are 4 L = 2000 wide), recomputed in backward for a
-        tenth of a step's time. The random state is restored for the recomputation: the same dropout."""
-        if not (self.training and torch.is_grad_enabled()):
+        tenth of a step's time. The random state is restored for the recomputation: the same dropout.
+        Off (`checkpointing=False`) where memory allows: the same function, without the recomputation."""
+        if not (self.checkpointing and self.training and torch.is_grad_enabled()):
             return function(*args)
         return checkpoint(function, *args, use_reentrant=False)
 
