@@ -330,7 +330,8 @@ def extract_locally(jobs: list[_Job], extractors: list[Extractor], workers: int,
 def _at_lowest_priority(function: Callable[[], None]) -> None:
     """Run `function` in this thread at the lowest CPU priority (nice 19). On Linux niceness is per thread, and the
     threads it starts (torch's) inherit it: the text encoding then takes the cycles the extraction workers leave
-    (while they start, load and wait) and no core from them; on a free core it runs at full speed."""
+    (while they start, load and wait) and no core from them. The thread cannot raise its priority again, so on a
+    machine loaded by others the encoding can finish well after the workers."""
     if sys.platform.startswith("linux"):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
     function()
@@ -341,8 +342,11 @@ def _run_jobs(jobs: list[_Job], extractors: list[Extractor], workers: int, progr
     """Extract the media jobs while `meanwhile` (the text encoding) runs beside them in a thread of this process."""
     bar = tqdm(total=len(jobs), unit="clip", desc="extract", disable=not progress or not jobs, smoothing=0.1)
     # The media are extracted from this thread (a worker's death signal follows the thread that started it).
+    # With a core per worker the text would take one of theirs: it runs at the lowest priority then; with a core
+    # to spare, at the normal one.
+    spare_core = workers < (os.cpu_count() or 1)
     with ThreadPoolExecutor(1, thread_name_prefix="robustmm-text") as text_thread:
-        text = text_thread.submit(_at_lowest_priority, meanwhile)
+        text = text_thread.submit(meanwhile) if spare_core else text_thread.submit(_at_lowest_priority, meanwhile)
         with bar:
             uncached = extract_locally(jobs, extractors, workers, lambda: bar.update(1))
         text.result()
