@@ -1,12 +1,14 @@
 """Extraction speed on real clips: real-time factor (seconds of video per wall second) and clips/s per extractor
 and for the whole set, with 1 and 2 workers, next to the bound set by decoding plus face landmarking alone.
 
-    PYTHONPATH=. python benchmarks/extract_speed.py [--media ../shared/media] [--fps 10] [--workers 1 2] [--repeat 1]
+    PYTHONPATH=. python benchmarks/extract_speed.py [--media ../shared/media] [--fps 10] [--workers 1 2] [--repeat 1] [--rounds 3]
 
 Each run starts from an empty cache; runs include worker start-up and model loading (seconds per worker),
 the bound does not. `cpu s` is the CPU time spent (all processes; for the bound only inside the timed jobs):
 on a shared machine wall times swing with other people's load, CPU times much less. `--repeat K` lists every clip K times as separate clips (each is extracted: the cache is
-looked up before the run), so start-up weighs less.
+looked up before the run), so start-up weighs less. The bound and the whole set run in `--rounds` interleaved
+rounds (the single extractors in the first only); the closing table gives their medians and the ratio of the
+whole set's throughput to the bound's (the target: at least 0.8 with every worker count).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -70,6 +73,7 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=10.0)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeat", type=int, default=1, help="list every clip this many times")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the bound and the whole set")
     args = parser.parse_args()
     if args.media is None:
         parser.error("no ../shared/media folder found: pass --media")
@@ -96,19 +100,37 @@ def main() -> None:
     extract(work / "warm-dataset", runs["whole set bert+librosa+mediapipe"], {m: work / "warm" / f"{m}.pkl" for m in ("text", "audio", "vision")},
             work / "warm-cache", workers=1, max_failure_share=1.0, progress=False)
     print(f"{'run':<36} {'workers':>7} {'wall s':>8} {'RTF':>7} {'clips/s':>8} {'cpu s':>7}")
-    for workers in args.workers:
-        bound, cpu = landmarking_bound([str(clip.path) for clip in clips], args.fps, workers)
-        print(f"{'bound: decode + landmarking':<36} {workers:>7} {bound:>8.2f} {seconds / bound:>7.2f} {count / bound:>8.2f} {cpu:>7.2f}")
-        for name, settings in runs.items():
-            if name.startswith("bert") and workers > 1:
-                continue  # text runs in the main process in batches; workers do not apply
-            folder = work / f"{name.split()[0]}-{workers}"
-            start, cpu_start = time.perf_counter(), _cpu_seconds()
-            extract(work / "dataset", settings, {m: folder / f"{m}.pkl" for m in settings}, folder / "cache",
-                    workers=workers, max_failure_share=1.0, progress=False)
-            wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
-            print(f"{name:<36} {workers:>7} {wall:>8.2f} {seconds / wall:>7.2f} {count / wall:>8.2f} {cpu:>7.2f}")
 
+    def timed(name: str, workers: int, settings: dict, round_: int) -> float:
+        folder = work / f"{name.split()[0]}-{workers}-{round_}"
+        start, cpu_start = time.perf_counter(), _cpu_seconds()
+        extract(work / "dataset", settings, {m: folder / f"{m}.pkl" for m in settings}, folder / "cache",
+                workers=workers, max_failure_share=1.0, progress=False)
+        wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
+        print(f"{name:<36} {workers:>7} {wall:>8.2f} {seconds / wall:>7.2f} {count / wall:>8.2f} {cpu:>7.2f}", flush=True)
+        return wall
+
+    whole = "whole set bert+librosa+mediapipe"
+    walls = {(kind, workers): [] for kind in ("bound", "whole") for workers in args.workers}
+    # Rounds interleave the bound and the whole set per worker count, so that both see the same load; the
+    # single extractors run in the first round only.
+    for round_ in range(args.rounds):
+        for workers in args.workers:
+            bound, cpu = landmarking_bound([str(clip.path) for clip in clips], args.fps, workers)
+            walls[("bound", workers)].append(bound)
+            print(f"{'bound: decode + landmarking':<36} {workers:>7} {bound:>8.2f} {seconds / bound:>7.2f} {count / bound:>8.2f} {cpu:>7.2f}", flush=True)
+            for name, settings in runs.items():
+                if name == whole:
+                    walls[("whole", workers)].append(timed(name, workers, settings, round_))
+                elif round_ == 0 and not (name.startswith("bert") and workers > 1):  # text has no workers
+                    timed(name, workers, settings, round_)
+    print(f"\nmedians over {args.rounds} interleaved rounds; ratio: whole-set throughput / bound throughput")
+    print(f"{'workers':>7} {'bound s':>8} {'whole s':>8} {'ratio':>6} {'median of round ratios':>23}")
+    for workers in args.workers:
+        bounds, wholes = walls[("bound", workers)], walls[("whole", workers)]
+        ratios = [bound / wall for bound, wall in zip(bounds, wholes)]
+        print(f"{workers:>7} {statistics.median(bounds):>8.2f} {statistics.median(wholes):>8.2f} "
+              f"{statistics.median(bounds) / statistics.median(wholes):>6.2f} {statistics.median(ratios):>23.2f}")
 
 if __name__ == "__main__":
     main()

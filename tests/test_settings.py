@@ -300,7 +300,7 @@ def test_a_stage_with_bad_params_stops_before_any_work_with_one_message(tmp_path
     assert debugged.returncode == 1 and "Traceback" in debugged.stderr and "SettingsError" in debugged.stderr
 
 
-@pytest.mark.parametrize("arguments", [("extract.py", "demo", "audio"), ("assemble.py", "demo"),
+@pytest.mark.parametrize("arguments", [("extract.py", "demo"), ("assemble.py", "demo"),
                                        ("import_avec2019.py", "avec"), ("report.py",)])
 def test_every_stage_checks_the_whole_params_file(tmp_path, arguments):
     write_params(tmp_path, lambda p: p["report"]["metrics"].update(mosi=["Has0_acc2"]))
@@ -318,5 +318,5 @@ def test_a_stage_reports_bad_inputs_and_arguments_without_a_traceback(tmp_path):
     assert missing_data.stderr.strip() == "pipeline/sweep.py: error: data/demo.pkl: file not found"
     unknown = run_script(tmp_path, "sweep.py", "dmeo")
     assert unknown.stderr.strip() == "pipeline/sweep.py: error: params.yaml: datasets: no entry 'dmeo' (entries: demo); did you mean 'demo'?"
-    usage = run_script(tmp_path, "extract.py", "demo")
-    assert usage.returncode == 2 and usage.stderr.strip() == "usage: python pipeline/extract.py DATASET MODALITY"
+    usage = run_script(tmp_path, "extract.py", "demo", "audio")
+    assert usage.returncode == 2 and usage.stderr.strip() == "usage: python pipeline/extract.py DATASET"

@@ -81,7 +81,7 @@ class ActorPool:
                     ray.kill(actor)
                     idle += self._start(1)
                     retry_or_report(job, f"Ray actor: {_first_line(error)}", self.extractors, pending, attempts,
-                                    uncached, bar)
+                                    uncached, lambda: bar.update(1))
                     continue
                 except ray.exceptions.RayTaskError as error:
                     cause = error.cause if error.cause is not None else error

@@ -183,6 +183,7 @@ class LibrosaExtractor(AudioExtractor):
     # under threaded BLAS).
     version = 3
     config_class = LibrosaConfig
+    uses_jit_cache = True
 
     @property
     def feature_names(self) -> list[str]:
@@ -305,6 +306,7 @@ class MfccExtractor(AudioExtractor):
     name = "mfcc"
     version = 3  # 3: the channel-mean downmix (was PyAV's (L + R) / sqrt(2)); 2: one BLAS thread, as librosa
     config_class = MfccConfig
+    uses_jit_cache = True
 
     @property
     def hop_length(self) -> int:

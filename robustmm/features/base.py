@@ -23,6 +23,9 @@ class Extractor:
     modality: ClassVar[str]  # "text", "audio" or "vision"
     version: ClassVar[int]  # bump when the output for the same input and config changes
     config_class: ClassVar[type]
+    # True when load() runs numba kernels cached on disk: it then loads holding the cache's lock (extract.py), the
+    # others load beside it, so the workers of a pool start side by side.
+    uses_jit_cache: ClassVar[bool] = False
 
     def __init__(self, config=None):
         self.config = config if config is not None else self.config_class()

