@@ -139,8 +139,10 @@ def corrupt_clip(source: str | Path, destination: str | Path, noise: Noise, rng:
     noisy = "audio" if noise.modality == "audio" else "video"
     try:
         with av.open(str(source)) as probe:
-            codecs = {kind: streams[0].codec_context.name
-                      for kind, streams in (("audio", probe.streams.audio), ("video", probe.streams.video)) if streams}
+            # In the source's stream order, so that the copy lists its streams as the clip does.
+            firsts = sorted((streams[0] for streams in (probe.streams.audio, probe.streams.video) if streams),
+                            key=lambda stream: stream.index)
+            codecs = {("audio" if stream.type == "audio" else "video"): stream.codec_context.name for stream in firsts}
         shape = _video_shape(source) if "video" in codecs else None
         encode = {
             "audio": "audio" in codecs and (noisy == "audio" or codecs["audio"] not in MP4_COPYABLE["audio"]),
@@ -151,16 +153,15 @@ def corrupt_clip(source: str | Path, destination: str | Path, noise: Noise, rng:
         # Every output stream exists before the first packet is written (the mp4 header lists them).
         with av.open(str(source)) as copying, av.open(str(partial), "w", format="mp4") as output:
             streams = {}
-            if "audio" in codecs:
-                template = copying.streams.audio[0]
-                if encode["audio"]:
+            for kind in codecs:
+                template = copying.streams.audio[0] if kind == "audio" else copying.streams.video[0]
+                if kind == "audio" and encode["audio"]:
                     streams["audio"] = output.add_stream("aac", rate=template.sample_rate, layout=template.layout.name)
                     streams["audio"].bit_rate = AUDIO_BIT_RATE_PER_CHANNEL * template.channels
+                elif kind == "video" and encode["video"]:
+                    streams["video"] = _add_video_encoder(output, shape)
                 else:
-                    streams["audio"] = output.add_stream_from_template(template)
-            if "video" in codecs:
-                streams["video"] = (_add_video_encoder(output, shape) if encode["video"]
-                                    else output.add_stream_from_template(copying.streams.video[0]))
+                    streams[kind] = output.add_stream_from_template(template)
             if "audio" in codecs:
                 if encode["audio"]:
                     samples, first = _decoded_audio(source)
