@@ -613,6 +613,9 @@ class Params:
         the clean one (`datasets.<dataset>`, built from raw/<dataset>/)."""
         found = []
         for name, corruption in self.corruptions.items():
+            if "." in name:
+                found.append((f"corruptions.{name}", "a name with '.' cannot be a DVC params key (DVC reads the dot as "
+                              "nesting): write the level without it, e.g. demo-occlusion-30 for level 0.3"))
             if name == corruption.dataset:
                 found.append((f"corruptions.{name}.dataset", f"{name!r} is the corrupted copy itself; name the clean raw dataset"))
             for needed, where in ((name, "extract.datasets"), (corruption.dataset, "extract.datasets")):

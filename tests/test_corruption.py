@@ -362,6 +362,8 @@ def test_corruptions_in_params_are_checked_with_the_datasets_they_need(tmp_path)
         f"{path}: corruptions.bad.noise: 'blurr' is not allowed (a registered noise: {', '.join(sorted(NOISES))}; did you mean 'blur'?)",
         f"{path}: corruptions.demo-mute-2.level: level 2 is not allowed for mute (the level is the share of the track silenced, in [0, 1])",
     ]
+    with pytest.raises(SettingsError, match="corruptions.demo-mute-0.5: a name with '.' cannot be a DVC params key"):
+        load_params(write_params(tmp_path, {"demo-mute-0.5": {**entry, "noise": "mute", "level": 0.5}}, ["demo", "demo-mute-0.5"]))
     with pytest.raises(SettingsError) as raised:
         load_params(write_params(tmp_path, {"demo-white_noise-10": entry, "other": {**entry, "dataset": "nope"}}, ["demo"]))
     assert raised.value.problems == [
