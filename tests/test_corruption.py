@@ -427,11 +427,11 @@ def test_a_corrupted_file_of_other_lengths_is_refused_before_training(feature_fi
     shorter = CorruptedSet("tiny-shorter", "white_noise", 0.0, str(feature_files["shorter"]))
     with pytest.raises(data.FormatError, match=r"test/audio has shape \(N, 6, 5\), .* \(N, 12, 5\): assemble both with the same lengths"):
         evaluate_corruptions(feature_files["clean"], "custom", [shorter], tmp_path, tmp_path / "models", **FAST)
-    assert not (tmp_path / "models").exists()
+    assert list((tmp_path / "models").iterdir()) == []
 
 
 def test_no_corruptions_write_empty_outputs_and_train_nothing(feature_files, tmp_path):
     assert evaluate_corruptions(feature_files["clean"], "custom", [], tmp_path, tmp_path / "models", **FAST) == []
     assert (tmp_path / "corruptions.csv").read_text().strip() == "corruption,noise,level,seeds"
     assert json.loads((tmp_path / "corruptions.json").read_text()) == {}
-    assert not (tmp_path / "models").exists()
+    assert list((tmp_path / "models").iterdir()) == []

@@ -33,7 +33,7 @@ CLIPS = [("demo01", "01"), ("demo01", "02"), ("demo07", "01"), ("demo07", "02"),
 ADDED = ("demo01", "03")
 MODALITIES = ("text", "audio", "vision")
 EXTRACT = {f"extract@demo-{modality}" for modality in MODALITIES}
-DOWNSTREAM = {"assemble@demo", "sweep@demo", "report"}
+DOWNSTREAM = {"assemble@demo", "sweep@demo", "evaluate_corruptions@demo", "report"}
 
 
 def tiny_params() -> dict:
@@ -146,7 +146,7 @@ def test_repro_reruns_exactly_what_each_change_affects(project):
     (project.root / "published").mkdir()
     data.write(synthetic.make_dataset(preset, sizes=(24, 8, 8), seed=3), project.root / "published" / "tiny.pkl")
     project.write_params({**params, "datasets": {**params["datasets"], "tiny": {"data": "published/tiny.pkl", "preset": "custom"}}})
-    assert project.repro("--dry") == {"sweep@tiny", "report"}
+    assert project.repro("--dry") == {"sweep@tiny", "evaluate_corruptions@tiny", "report"}
     project.write_params(params)
 
     # The stages up to the feature file run for real; that the sweep follows is DVC's plan (a dry run),
@@ -154,7 +154,7 @@ def test_repro_reruns_exactly_what_each_change_affects(project):
     params["extract"]["audio"] = {"extractor": "mfcc"}
     project.write_params(params)
     assert project.repro("assemble@demo") == {"extract@demo-audio", "assemble@demo"}
-    assert project.repro("--dry") == {"sweep@demo"}
+    assert project.repro("--dry") == {"sweep@demo", "evaluate_corruptions@demo"}
 
     before = project.cache_entries()
     write_dataset(project.root / "raw" / "demo", CLIPS + [ADDED])

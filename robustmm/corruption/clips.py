@@ -58,7 +58,7 @@ def _decoded_audio(source: Path) -> tuple[np.ndarray, int]:
                 first = round(frame.pts * frame.time_base * stream.sample_rate) if frame.pts is not None else 0
             chunks.extend(out.to_ndarray() for out in resampler.resample(frame))
         chunks.extend(out.to_ndarray() for out in resampler.resample(None))
-    samples = np.concatenate(chunks, axis=1) if chunks else np.zeros((stream.channels, 0))
+        samples = np.concatenate(chunks, axis=1) if chunks else np.zeros((stream.channels, 0))
     return samples.astype(np.float32, copy=False), first or 0
 
 

@@ -57,6 +57,7 @@ def evaluate_corruptions(data: str | Path, dataset: str, corrupted: list[Corrupt
     from robustmm.train import evaluate_checkpoint
 
     out, model_dir = Path(out), Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)  # a stage output, even when there is nothing to train
     rows = []
     if corrupted:
         clean = feature_data.load(data)
