@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from robustmm import avec2019, data, demo, experiments, presets, synthetic
+from robustmm.corruption import cli as corruption_cli
 from robustmm.errors import DEBUG_VARIABLE, report_errors
 from robustmm.features import cli as features_cli
 
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     experiments.register(commands)
     avec2019.register(commands)
     demo.register(commands)
+    corruption_cli.register(commands)
     return parser
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import yaml
 
 from robustmm import avec2019
+from robustmm.corruption.noises import NOISES, noise_config
 from robustmm.errors import UserError
 from robustmm.executors import EXECUTORS, Shard
 from robustmm.features.base import EXTRACTORS, create_extractor
@@ -453,6 +454,30 @@ PATTERN_SETTINGS = MappingOf(
 )
 
 
+NOISE = Choice(lambda: sorted(NOISES), "a registered noise:")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NoiseSettings:
+    """A noise, its level (whose meaning is the noise's) and options (its config), and the seed of its randomness."""
+
+    noise: str = setting(NOISE)
+    level: float = setting(Number())
+    seed: int = setting(SEED, 0)
+    options: dict = setting(MappingOf(Text("an option name"), Kind(), "<option>"), {})
+
+    def problems(self) -> list[tuple[str, str]]:
+        try:
+            config = noise_config(self.noise, self.options)
+        except ValueError as error:
+            return [("options", str(error))]
+        try:
+            NOISES[self.noise](self.level, config)
+        except ValueError as error:
+            return [("level", str(error))]
+        return []
+
+
 # ------------------------------------------------------------------------------------------------ params.yaml
 
 
@@ -595,6 +620,13 @@ class ReportSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class CorruptionSettings(NoiseSettings):
+    """params.yaml `corruptions.<name>`: raw/<name>/ made from raw/<dataset>/ by the corrupt stage."""
+
+    dataset: str = setting(NAME)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Params:
     """The whole params.yaml."""
 
@@ -604,6 +636,25 @@ class Params:
     import_avec2019: ImportAvec2019Settings = setting(Section(ImportAvec2019Settings))
     sweep: SweepSettings = setting(Section(SweepSettings))
     report: ReportSettings = setting(Section(ReportSettings))
+    corruptions: dict[str, CorruptionSettings] = setting(MappingOf(NAME, Section(CorruptionSettings), "<name>"), {})
+
+    def problems(self) -> list[tuple[str, str]]:
+        """A corrupted copy is extracted and assembled like any raw dataset, and tested with the model trained on
+        the clean one (`datasets.<dataset>`, built from raw/<dataset>/)."""
+        found = []
+        for name, corruption in self.corruptions.items():
+            if "." in name:
+                found.append((f"corruptions.{name}", "a name with '.' cannot be a DVC params key (DVC reads the dot as "
+                              "nesting): write the level without it, e.g. demo-occlusion-30 for level 0.3"))
+            if name == corruption.dataset:
+                found.append((f"corruptions.{name}.dataset", f"{name!r} is the corrupted copy itself; name the clean raw dataset"))
+            for needed, where in ((name, "extract.datasets"), (corruption.dataset, "extract.datasets")):
+                if needed not in self.extract.datasets:
+                    found.append((f"corruptions.{name}", f"{needed!r} is not in {where}: add it, so that its clips are extracted"))
+            if corruption.dataset not in self.datasets:
+                found.append((f"corruptions.{name}.dataset", f"{corruption.dataset!r} is not in datasets: its clean model is "
+                              f"trained on datasets.{corruption.dataset}"))
+        return found
 
 
 # ------------------------------------------------------------------------------------------------ commands
@@ -663,6 +714,14 @@ class AssembleCommandSettings:
     text_features: str | None = setting(Optional(PATH), None)
     audio_features: str | None = setting(Optional(PATH), None)
     vision_features: str | None = setting(Optional(PATH), None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CorruptCommandSettings(NoiseSettings):
+    """`robustmm corrupt` flags."""
+
+    dataset: str = setting(PATH)
+    out: str = setting(PATH)
 
 
 def _field_names(instance) -> list[str]:
