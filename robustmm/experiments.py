@@ -22,6 +22,7 @@ from robustmm.device import resolve_device
 from robustmm.missing import PER_TRAINING_SEED, PROTOCOL_MISSING_SEEDS, check_missing_seeds
 from robustmm.models.tfr_net import TEXT_MODES
 from robustmm.presets import PRESET_SOURCES, Preset, check_tfr_net_overrides
+from robustmm.progress import SweepProgress
 from robustmm.settings import SweepCommandSettings, TrainCommandSettings, load_command_settings
 from robustmm.train import TEXT_TARGETS, RunConfig, data_sha256, evaluate_checkpoint, load_features, train
 
@@ -91,22 +92,35 @@ def sweep(
     complete_cache: dict = {}
     data_hash = data_sha256(loaded)
     rows = []
-    for rate in rates:
-        for seed in seeds:
-            config = RunConfig(
-                dataset=dataset, rate=rate, seed=seed, text_mode=text_mode, text_encoder=encoder.name,
-                text_target=text_target, simam=simam, faithful=faithful, device=device, amp=amp,
-                max_epochs=epochs, batch_size=batch_size, progress=progress, metric_family=metric_family,
-                label_range=None if label_range is None else tuple(label_range), missing_seeds=missing_seeds,
-                preset_source=preset_source, tfr_net=tfr_net,
-            )
-            run_dir = model_dir / run_dir_name(rate, seed)
-            result = train(loaded, preset, config, run_dir, encoder, complete_cache, data_hash=data_hash, overwrite=overwrite)
-            if not keep_models:
-                (run_dir / "best.pt").unlink(missing_ok=True)
-            rows.append({"rate": rate, "seed": seed, "epochs": result["epochs"], "best_epoch": result["best_epoch"],
-                         "train_seconds": result["train_seconds"], **result["test"]})
+    with SweepProgress(len(rates) * len(seeds), bar=progress) as progress_display:
+        for rate in rates:
+            for seed in seeds:
+                config = RunConfig(
+                    dataset=dataset, rate=rate, seed=seed, text_mode=text_mode, text_encoder=encoder.name,
+                    text_target=text_target, simam=simam, faithful=faithful, device=device, amp=amp,
+                    max_epochs=epochs, batch_size=batch_size, progress=progress, metric_family=metric_family,
+                    label_range=None if label_range is None else tuple(label_range), missing_seeds=missing_seeds,
+                    preset_source=preset_source, tfr_net=tfr_net,
+                )
+                run_dir = model_dir / run_dir_name(rate, seed)
+                finished_before = _modified(run_dir / "result.json")
+                progress_display.run_started(rate, seed)
+                result = train(loaded, preset, config, run_dir, encoder, complete_cache, data_hash=data_hash, overwrite=overwrite)
+                reused = finished_before is not None and finished_before == _modified(run_dir / "result.json")
+                progress_display.run_finished(rate, seed, result, reused=reused)
+                if not keep_models:
+                    (run_dir / "best.pt").unlink(missing_ok=True)
+                rows.append({"rate": rate, "seed": seed, "epochs": result["epochs"], "best_epoch": result["best_epoch"],
+                             "train_seconds": result["train_seconds"], **result["test"]})
     return write_outputs(rows, out, preset.key_metrics, run_info(preset, config, seeds))
+
+
+def _modified(path: Path) -> int | None:
+    """The file's modification time in ns, None when absent: an unchanged result.json means a reused run."""
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
 
 
 def run_info(preset: Preset, config: RunConfig, seeds: list[int]) -> dict:
