@@ -33,9 +33,15 @@ class SweepProgress:
         self._trained_seconds, self._trained_runs = 0.0, 0
         self._started: dict[tuple[float, int], float] = {}
         self._clock = time.perf_counter
-        self._bar = tqdm(total=total, desc="sweep", unit="run", file=self.stream, dynamic_ncols=True,
-                         bar_format="{desc} {n_fmt}/{total_fmt} runs |{bar}| {elapsed}{postfix}",
-                         disable=not (bar and interactive(self.stream)))
+        self._bar = tqdm(
+            total=total,
+            desc="sweep",
+            unit="run",
+            file=self.stream,
+            dynamic_ncols=True,
+            bar_format="{desc} {n_fmt}/{total_fmt} runs |{bar}| {elapsed}{postfix}",
+            disable=not (bar and interactive(self.stream)),
+        )
 
     def eta_seconds(self) -> float | None:
         """The runs left times the mean time of the runs trained so far (reused runs take no time); None
@@ -56,11 +62,16 @@ class SweepProgress:
             self._trained_seconds, self._trained_runs = self._trained_seconds + seconds, self._trained_runs + 1
         eta = self.eta_seconds()
         test = result["test"]
-        scores = ", ".join(f"{name} {test[name]:.4f}" for name in ("MAE", "Has0_acc_2", "Mult_acc_2", "CCC")
-                           if test.get(name) is not None)
+        scores = ", ".join(
+            f"{name} {test[name]:.4f}"
+            for name in ("MAE", "Has0_acc_2", "Mult_acc_2", "CCC")
+            if test.get(name) is not None
+        )
         how = "reused" if reused else f"{result['epochs']} epochs (best {result['best_epoch']}), {seconds:.1f} s"
-        line = (f"run {self.done}/{self.total} rate {rate:g} seed {seed}: {how}, valid loss "
-                f"{result['best_valid_loss']:.4f}, test {scores}" + ("" if eta is None else f"; ETA {_clock(eta)}"))
+        line = (
+            f"run {self.done}/{self.total} rate {rate:g} seed {seed}: {how}, valid loss "
+            f"{result['best_valid_loss']:.4f}, test {scores}" + ("" if eta is None else f"; ETA {_clock(eta)}")
+        )
         self._bar.write(line, file=self.stream)
         self._bar.set_postfix_str("" if eta is None else f"ETA {_clock(eta)}", refresh=False)
         self._bar.update(1)

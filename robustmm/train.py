@@ -26,14 +26,20 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from robustmm import __version__
+from robustmm import __version__, metrics
 from robustmm import data as feature_data
-from robustmm import metrics
 from robustmm.device import resolve_device
 from robustmm.errors import UserError
 from robustmm.missing import PROTOCOL_MISSING_SEEDS, check_missing_seeds, mask_seeds, simulate_missing
 from robustmm.models.tfr_net import TEXT_MODES, TFRNet
-from robustmm.presets import Preset, check_preset_source, check_tfr_net_overrides, custom_preset, get_preset, override_tfr_net
+from robustmm.presets import (
+    Preset,
+    check_preset_source,
+    check_tfr_net_overrides,
+    custom_preset,
+    get_preset,
+    override_tfr_net,
+)
 from robustmm.progress import interactive
 
 TEXT_TARGETS = ("encoder", "file")

@@ -11,7 +11,12 @@ class Terminal(io.StringIO):
 
 
 def finished(epochs=3, mae=1.25):
-    return {"epochs": epochs, "best_epoch": 2, "best_valid_loss": 0.5, "test": {"MAE": mae, "Has0_acc_2": 0.75, "Corr": None}}
+    return {
+        "epochs": epochs,
+        "best_epoch": 2,
+        "best_valid_loss": 0.5,
+        "test": {"MAE": mae, "Has0_acc_2": 0.75, "Corr": None},
+    }
 
 
 def test_a_log_gets_one_line_per_run_with_runs_done_and_eta_and_no_bar():
@@ -25,7 +30,9 @@ def test_a_log_gets_one_line_per_run_with_runs_done_and_eta_and_no_bar():
             progress.run_finished(rate, 1111, finished())
     lines = log.getvalue().splitlines()
     assert "\r" not in log.getvalue() and len(lines) == 3
-    assert lines[0].startswith("run 1/3 rate 0 seed 1111: reused, valid loss 0.5000, test MAE 1.2500, Has0_acc_2 0.7500")
+    assert lines[0].startswith(
+        "run 1/3 rate 0 seed 1111: reused, valid loss 0.5000, test MAE 1.2500, Has0_acc_2 0.7500"
+    )
     assert "ETA" not in lines[0]  # nothing trained yet: no time to extrapolate from
     assert lines[1].startswith("run 2/3 rate 0.5 seed 1111: 3 epochs (best 2)") and lines[1].endswith("ETA 0:00:00")
     assert lines[2].startswith("run 3/3 rate 1 seed 1111")
