@@ -24,7 +24,8 @@ import math
 import multiprocessing
 import os
 import sys
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from robustmm.missing import (
 from robustmm.models.tfr_net import TEXT_MODES
 from robustmm.presets import PRESET_SOURCES, Preset, check_tfr_net_overrides
 from robustmm.executors import Shard
+from robustmm.progress import SweepProgress
 from robustmm.settings import RunResources, SweepCommandSettings, TrainCommandSettings, load_command_settings
 from robustmm.train import TEXT_TARGETS, RunConfig, data_sha256, evaluate_checkpoint, load_features, train
 
@@ -163,15 +165,17 @@ def sweep(
                         train_once_dir_name(seed, pattern)) for seed in seeds]
         tasks = [RunTask(config, str(model_dir / name), overwrite, keep_models) for config, name in planned]
         chosen = shard.select(tasks) if shard else tasks
-        if executor == "ray":
-            from robustmm.executors import connect_ray, ray_sweep
+        at_once = 1 if one_at_a_time else (workers if executor == "local" else None)
+        with SweepProgress(len(chosen), bar=progress, parallel=at_once) as shown:
+            if executor == "ray":
+                from robustmm.executors import connect_ray, ray_sweep
 
-            rows = ray_sweep.run_tasks(connect_ray(ray_address), shared, chosen, resources, torch_threads, progress)
-        elif one_at_a_time:
-            with _torch_threads(torch_threads):
-                rows = [row for task in chosen for row in train_run(shared, task)]
-        else:
-            rows = _run_in_processes(shared, chosen, workers, torch_threads, progress)
+                rows = ray_sweep.run_tasks(connect_ray(ray_address), shared, chosen, resources, torch_threads, shown)
+            elif one_at_a_time:
+                with _torch_threads(torch_threads):
+                    rows = _in_order(chosen, collect_rows(_one_by_one(shared, chosen, shown), shown))
+            else:
+                rows = _run_in_processes(shared, chosen, workers, torch_threads, shown)
     finally:
         _SWEEP_CONTEXT.clear()  # the data and the encoder are not kept past the sweep
     if shard:
@@ -233,14 +237,19 @@ def _sweep_context(shared: SweepData) -> tuple:
     return _SWEEP_CONTEXT[key]
 
 
-def train_run(shared: SweepData, task: RunTask) -> list[dict]:
-    """Train (or reuse, or resume) one run of a sweep; its rows of results.csv."""
+def train_run(shared: SweepData, task: RunTask) -> dict:
+    """Train (or reuse, or resume) one run of a sweep: its rows of results.csv ("rows"), what the progress line
+    shows of it ("result"), whether a finished run was reused ("reused") and the seconds it took here."""
     loaded, preset, encoder, complete_cache, data_hash = _sweep_context(shared)
+    result_path = Path(task.run_dir) / "result.json"
+    finished_before, started = _modified(result_path), time.perf_counter()
     result = train(loaded, preset, task.config, task.run_dir, encoder, complete_cache, data_hash=data_hash,
                    overwrite=task.overwrite)
     if not task.keep_models:
         (Path(task.run_dir) / "best.pt").unlink(missing_ok=True)
-    return result_rows(result)
+    shown = {key: result[key] for key in ("epochs", "best_epoch", "best_valid_loss", "test")}
+    return {"rows": result_rows(result), "result": shown, "seconds": time.perf_counter() - started,
+            "reused": finished_before is not None and finished_before == _modified(result_path)}
 
 
 def result_rows(result: dict) -> list[dict]:
@@ -267,20 +276,28 @@ def _start_worker(torch_threads: int | None) -> None:
         torch.set_num_threads(torch_threads)
 
 
-def collect_rows(done: Iterable[tuple[RunTask, list[dict]]], total: int, progress: bool) -> dict[str, list[dict]]:
-    """The rows of the runs as they finish ({run folder: rows}), a line for each run on stderr with `progress`."""
+def _one_by_one(shared: SweepData, tasks: list[RunTask], shown: SweepProgress) -> Iterator[tuple[RunTask, dict]]:
+    for task in tasks:
+        shown.run_started(task.config.rate, task.config.seed)
+        yield task, train_run(shared, task)
+
+
+def collect_rows(done: Iterable[tuple[RunTask, dict]], shown: SweepProgress) -> dict[str, list[dict]]:
+    """The rows of the runs as they finish ({run folder: rows}), each run's line shown as it finishes."""
     rows = {}
-    for count, (task, run_rows) in enumerate(done, start=1):
-        rows[task.run_dir] = run_rows
-        row = run_rows[0]
-        if progress:
-            print(f"sweep: {Path(task.run_dir).name} finished ({count}/{total}, {row['epochs']} epochs, "
-                  f"{row['train_seconds']:.0f} s)", file=sys.stderr, flush=True)
+    for task, outcome in done:
+        rows[task.run_dir] = outcome["rows"]
+        shown.run_finished(task.config.rate, task.config.seed, outcome["result"], reused=outcome["reused"],
+                           seconds=outcome["seconds"])
     return rows
 
 
+def _in_order(tasks: list[RunTask], rows: dict[str, list[dict]]) -> list[dict]:
+    return [row for task in tasks for row in rows[task.run_dir]]
+
+
 def _run_in_processes(shared: SweepData, tasks: list[RunTask], workers: int, torch_threads: int | None,
-                      progress: bool) -> list[dict]:
+                      shown: SweepProgress) -> list[dict]:
     """`workers` runs at once, each process loading the data once; the rows in the order of `tasks`."""
     if not tasks:
         return []
@@ -289,8 +306,7 @@ def _run_in_processes(shared: SweepData, tasks: list[RunTask], workers: int, tor
                              initargs=(torch_threads,)) as pool:
         futures = {pool.submit(train_run, shared, task): task for task in tasks}
         try:
-            rows = collect_rows(((futures[future], future.result()) for future in as_completed(futures)),
-                                len(tasks), progress)
+            rows = collect_rows(((futures[future], future.result()) for future in as_completed(futures)), shown)
         except BrokenProcessPool:
             raise RuntimeError("a sweep worker process died (killed or out of memory); finished runs are kept, "
                                "a rerun resumes the others") from None
@@ -298,7 +314,15 @@ def _run_in_processes(shared: SweepData, tasks: list[RunTask], workers: int, tor
             for future in futures:
                 future.cancel()
             raise
-    return [row for task in tasks for row in rows[task.run_dir]]
+    return _in_order(tasks, rows)
+
+
+def _modified(path: Path) -> int | None:
+    """The file's modification time in ns, None when absent: an unchanged result.json means a reused run."""
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
 
 
 def run_info(preset: Preset, config: RunConfig, seeds: list[int]) -> dict:

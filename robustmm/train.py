@@ -28,16 +28,23 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from robustmm import __version__
+from robustmm import __version__, metrics
 from robustmm import data as feature_data
-from robustmm import metrics
 from robustmm.device import resolve_device
 from robustmm.errors import UserError
 from robustmm.missing import (
     PROTOCOL_MISSING_SEEDS, MissingPattern, TrainOnce, as_pattern, check_missing_seeds, mask_seeds, pattern_record,
 )
 from robustmm.models.tfr_net import TEXT_MODES, TFRNet
-from robustmm.presets import Preset, check_preset_source, check_tfr_net_overrides, custom_preset, get_preset, override_tfr_net
+from robustmm.presets import (
+    Preset,
+    check_preset_source,
+    check_tfr_net_overrides,
+    custom_preset,
+    get_preset,
+    override_tfr_net,
+)
+from robustmm.progress import interactive
 
 TEXT_TARGETS = ("encoder", "file")
 
@@ -459,6 +466,57 @@ def restore_rng_states(states: dict, generator: torch.Generator) -> None:
     random.setstate(states["python"])
 
 
+# ------------------------------------------------------------------------------------ the DVCLive log
+
+# A run's DVCLive folder: per-epoch curves under plots/metrics/ (train/loss, valid/loss, learning_rate) and the
+# final values with the test metrics in metrics.json, read by `dvc plots show` and `dvc exp show` (dvc.yaml).
+TRAINING_LOG = "dvclive"
+
+
+def open_training_log(run_dir: Path, history: list[dict]):
+    """The run's DVCLive logger, its files rewritten from `history` so that a resumed run logs exactly the
+    epochs of the checkpoint it resumes from (an epoch logged after its checkpoint's save is not lost or doubled)."""
+    from dvclive import Live
+
+    # No experiment commits, no dvc.yaml edits, no report: the pipeline's dvc.yaml declares the curves.
+    live = Live(dir=str(run_dir / TRAINING_LOG), save_dvc_exp=False, dvcyaml=False, report=None)
+    for entry in history:
+        log_epoch(live, entry)
+    return live
+
+
+def log_epoch(live, entry: dict) -> None:
+    live.step = entry["epoch"]
+    for name, key in (("train/loss", "train_loss"), ("valid/loss", "valid_loss"),
+                      ("learning_rate", "learning_rate"), ("learning_rate_bert", "learning_rate_bert")):
+        _log_finite(live, name, entry.get(key))
+    live.next_step()
+
+
+def close_training_log(live, result: dict) -> None:
+    """The run's final values beside the last epoch's: best epoch and validation loss, every test metric."""
+    live.step = result["epochs"]
+    _log_finite(live, "best_epoch", result["best_epoch"], plot=False)
+    _log_finite(live, "best_valid_loss", result["best_valid_loss"], plot=False)
+    for name, value in result["test"].items():
+        _log_finite(live, f"test/{name}", value, plot=False)
+    live.end()
+
+
+def _log_finite(live, name: str, value, plot: bool = True) -> None:
+    # DVCLive would log NaN as the text "nan", which no plot or metrics diff can read; an undefined value is left out.
+    if value is not None and math.isfinite(value):
+        live.log_metric(name, value, plot=plot)
+
+
+def epoch_learning_rates(optimizer: torch.optim.Optimizer, config: RunConfig) -> dict[str, float]:
+    """The learning rates an epoch trains with: the non-BERT group's (the last), and BERT's when it is trained."""
+    rates = {"learning_rate": optimizer.param_groups[-1]["lr"]}
+    if config.text_mode == "finetune":
+        rates["learning_rate_bert"] = optimizer.param_groups[0]["lr"]
+    return rates
+
+
 # ----------------------------------------------------------------------------------------- the loop
 
 
@@ -470,8 +528,9 @@ def train_epoch(model, optimizer, scaler, tensors, preset, config, epoch, genera
     model.train()
     count = len(tensors["labels"])
     order = torch.randperm(count, generator=generator)
+    # Redrawn bars only where a person watches: in a log (`dvc repro > log`) each epoch would add a line.
     bar = tqdm(total=count, desc=f"rate {config.rate} seed {config.seed} epoch {epoch}", unit="sample",
-               disable=not config.progress)
+               leave=False, disable=not (config.progress and interactive()))
     total, seen, start = 0.0, 0, time.perf_counter()
     for step, batch in enumerate(batches(tensors, batch_size, device, order)):
         # Upstream (faithful) zeroes gradients every `update_epochs` batches, steps on every batch and once more
@@ -609,9 +668,11 @@ def train(
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1, patience=p.patience) if config.faithful else None
     if scheduler is not None and "scheduler" in state:
         scheduler.load_state_dict(state["scheduler"])
+    live = open_training_log(run_dir, state["history"])
     while (max_epochs is None or state["epoch"] < max_epochs) and state["bad_epochs"] < p.early_stop:
         epoch = state["epoch"] + 1
         start = time.perf_counter()
+        learning_rates = epoch_learning_rates(optimizer, config)
         train_loss = train_epoch(model, optimizer, scaler, tensors["train"], preset, config, epoch, generator, device)
         valid_predictions = predict(model, tensors["valid"], batch_size, device, config.amp)
         if config.faithful:
@@ -621,7 +682,7 @@ def train(
         else:
             valid_loss = l1(valid_predictions, tensors["valid"])
         state["train_seconds"] += time.perf_counter() - start
-        state["history"].append({"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss})
+        state["history"].append({"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss, **learning_rates})
         state["epoch"] = epoch
         if valid_loss < state["best_valid"]:
             state.update(best_valid=valid_loss, best_epoch=epoch, bad_epochs=0)
@@ -630,6 +691,7 @@ def train(
             state["bad_epochs"] += 1
         save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                          "state": state, "rng": rng_states(generator)}, last_path)
+        log_epoch(live, state["history"][-1])
 
     if not best_path.exists():
         losses = ", ".join(f"{entry['valid_loss']:g}" for entry in state["history"])
@@ -644,6 +706,7 @@ def train(
     }
     if config.test_rates is not None:
         result["test_by_rate"] = test_at_rates(model, loaded, preset, config, encoder, complete_cache, batch_size, device)
+    close_training_log(live, result)
     text = json.dumps(result, indent=2)
     with feature_data.atomic_write(result_path) as file:  # its presence marks the run finished
         file.write(text.encode())

@@ -29,9 +29,13 @@ def feature_file(tmp_path_factory):
     return path
 
 
-def test_sweep_writes_table_metrics_plot_data_and_figure_and_resumes(feature_file, tmp_path):
+def test_sweep_writes_table_metrics_plot_data_and_figure_and_resumes(feature_file, tmp_path, capsys):
     out = tmp_path / "sweep"
     flat = robustmm.sweep(feature_file, "sims", rates=[0.0, 0.5], seeds=[111, 1111], out=out, **FAST)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("run ")]
+    assert [line.split(":")[0] for line in lines] == [
+        "run 1/4 rate 0 seed 111", "run 2/4 rate 0 seed 1111", "run 3/4 rate 0.5 seed 111", "run 4/4 rate 0.5 seed 1111"]
+    assert all("ETA" in line for line in lines)
 
     table = pd.read_csv(out / "results.csv")
     assert sorted(zip(table["rate"], table["seed"])) == [(0.0, 111), (0.0, 1111), (0.5, 111), (0.5, 1111)]
@@ -53,6 +57,9 @@ def test_sweep_writes_table_metrics_plot_data_and_figure_and_resumes(feature_fil
     results["rate_0.5_seed_1111"].unlink()
     again = robustmm.sweep(feature_file, "sims", rates=[0.0, 0.5], seeds=[111, 1111], out=out, **FAST)
     assert again == pytest.approx(flat)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("run ")]
+    assert [("reused" in line) for line in lines] == [True, True, True, False]
+    assert all((out / "runs" / name / "dvclive" / "metrics.json").exists() for name in results)
     for name, path in results.items():
         assert (path.stat().st_mtime_ns == stamps[name]) == (name != "rate_0.5_seed_1111")
 

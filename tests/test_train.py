@@ -83,6 +83,29 @@ def test_interrupted_run_resumes_to_the_same_result(feature_file, encoder, tmp_p
     assert resumed["history"] == straight["history"]
     assert resumed["test"] == straight["test"]
     assert not (tmp_path / "resumed" / "text_features.npz").exists()
+    # The DVCLive curves of the resumed run hold every epoch once, as the straight run's.
+    for curve in ("train/loss.tsv", "valid/loss.tsv", "learning_rate.tsv"):
+        resumed_curve = tmp_path / "resumed" / "dvclive" / "plots" / "metrics" / curve
+        assert resumed_curve.read_text() == (tmp_path / "straight" / "dvclive" / "plots" / "metrics" / curve).read_text()
+
+
+def test_dvclive_logs_each_epochs_losses_and_learning_rate_and_the_final_metrics(feature_file, encoder, tmp_path):
+    loaded, preset = load_features(feature_file, "mosi")
+    result = train(loaded, preset, frozen_config(max_epochs=3), tmp_path / "run", encoder)
+    log = tmp_path / "run" / "dvclive"
+    curves = {name: (log / "plots" / "metrics" / f"{name}.tsv").read_text().splitlines()
+              for name in ("train/loss", "valid/loss", "learning_rate")}
+    assert curves["train/loss"][0] == "step\tloss" and curves["learning_rate"][0] == "step\tlearning_rate"
+    for name, key in (("train/loss", "train_loss"), ("valid/loss", "valid_loss"), ("learning_rate", "learning_rate")):
+        rows = [line.split("\t") for line in curves[name][1:]]
+        assert [int(step) for step, _ in rows] == [entry["epoch"] for entry in result["history"]] == [1, 2, 3]
+        assert [float(value) for _, value in rows] == pytest.approx([entry[key] for entry in result["history"]])
+    assert not (log / "plots" / "metrics" / "learning_rate_bert.tsv").exists()  # frozen: no BERT is trained
+    final = json.loads((log / "metrics.json").read_text())
+    assert final["step"] == 3 and final["best_epoch"] == result["best_epoch"]
+    assert final["test"]["MAE"] == pytest.approx(result["test"]["MAE"])
+    assert final["best_valid_loss"] == pytest.approx(result["best_valid_loss"])
+    assert not (log / "dvc.yaml").exists() and not (log / "report.html").exists()
 
 
 def test_finetune_mode_trains_the_encoder_with_its_own_learning_rate(feature_file, encoder, tmp_path):
@@ -96,6 +119,7 @@ def test_finetune_mode_trains_the_encoder_with_its_own_learning_rate(feature_fil
     assert [group["weight_decay"] for group in groups] == [1e-4, 0.0, 1e-3]
     result = train(small, preset, config, tmp_path / "run", encoder)
     assert np.isfinite(result["test"]["MAE"])
+    assert result["history"][0]["learning_rate_bert"] == 1e-5 and result["history"][0]["learning_rate"] == 2e-3
     before = encoder.model.embeddings.word_embeddings.weight
     after = torch.load(tmp_path / "run" / "best.pt", weights_only=True)["model"]["text_encoder.embeddings.word_embeddings.weight"]
     assert not torch.equal(before, after)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from robustmm.experiments import RunTask, SweepData, collect_rows, train_run
+from robustmm.experiments import RunTask, SweepData, _in_order, collect_rows, train_run
+from robustmm.progress import SweepProgress
 from robustmm.settings import RunResources
 
 TASK_RETRIES = 2  # a lost worker or node: the run resumes from its last.pt
@@ -22,7 +23,7 @@ def _train_task(shared: SweepData, task: RunTask, threads: int) -> tuple[RunTask
 
 
 def run_tasks(ray, shared: SweepData, tasks: list[RunTask], resources: RunResources, torch_threads: int | None,
-              progress: bool) -> list[dict]:
+              shown: SweepProgress) -> list[dict]:
     """The rows of `tasks`, in their order. Each run uses `torch_threads` threads (None: its CPUs, at least one)."""
     shared = dataclasses.replace(shared, data=str(Path(shared.data).resolve()))
     tasks = [dataclasses.replace(task, run_dir=str(Path(task.run_dir).resolve())) for task in tasks]
@@ -41,5 +42,4 @@ def run_tasks(ray, shared: SweepData, tasks: list[RunTask], resources: RunResour
                     ray.cancel(ref)
                 raise error.cause if isinstance(error.cause, Exception) else error from None
 
-    rows = collect_rows(finished(), len(tasks), progress)
-    return [row for task in tasks for row in rows[task.run_dir]]
+    return _in_order(tasks, collect_rows(finished(), shown))
