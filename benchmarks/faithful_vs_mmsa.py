@@ -38,9 +38,16 @@ def mapping_function():
 def write_tiny_bert(folder: Path) -> None:
     from transformers import BertConfig, BertModel
 
-    config = BertConfig(vocab_size=200, hidden_size=FEATURE_DIMS[0], num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
-                        attention_probs_dropout_prob=0.0)
+    config = BertConfig(
+        vocab_size=200,
+        hidden_size=FEATURE_DIMS[0],
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     BertModel(config).save_pretrained(folder)
     special = {0: "[PAD]", 100: "[UNK]", 101: "[CLS]", 102: "[SEP]", 103: "[MASK]"}
     (folder / "vocab.txt").write_text("\n".join(special.get(i, f"w{i}") for i in range(200)) + "\n")
@@ -50,15 +57,38 @@ def mmsa_args(params):
     from easydict import EasyDict
 
     return EasyDict(
-        seq_lens=list(SEQ_LENS), feature_dims=list(FEATURE_DIMS), dst_feature_dim_nheads=[params.common_dim, params.num_heads],
-        nlevels=params.nlevels, attn_dropout=0.0, attn_dropout_a=0.0, attn_dropout_v=0.0, relu_dropout=0.0,
-        embed_dropout=0.0, res_dropout=0.0, text_dropout=0.0, attn_mask=True, conv1d_kernel_size_l=1,
-        conv1d_kernel_size_a=5, conv1d_kernel_size_v=3, num_temporal_head=params.num_temporal_head,
-        alignmentModule="crossmodal_attn", generatorModule="linear", fusionModule="c_gate", recloss_type="combine",
-        without_generator=False, weight_sim_loss=params.weight_sim_loss, weight_gen_loss=list(params.recon_weights),
-        fusion_t_hid=params.fusion_hidden[0], fusion_a_hid=params.fusion_hidden[1], fusion_v_hid=params.fusion_hidden[2],
-        fusion_gru_layers=params.fusion_gru_layers, fusion_drop=0.0, cls_hidden_dim=params.cls_hidden_dim,
-        cls_dropout=0.0, use_bert_finetune=True, device=torch.device("cpu"),
+        seq_lens=list(SEQ_LENS),
+        feature_dims=list(FEATURE_DIMS),
+        dst_feature_dim_nheads=[params.common_dim, params.num_heads],
+        nlevels=params.nlevels,
+        attn_dropout=0.0,
+        attn_dropout_a=0.0,
+        attn_dropout_v=0.0,
+        relu_dropout=0.0,
+        embed_dropout=0.0,
+        res_dropout=0.0,
+        text_dropout=0.0,
+        attn_mask=True,
+        conv1d_kernel_size_l=1,
+        conv1d_kernel_size_a=5,
+        conv1d_kernel_size_v=3,
+        num_temporal_head=params.num_temporal_head,
+        alignmentModule="crossmodal_attn",
+        generatorModule="linear",
+        fusionModule="c_gate",
+        recloss_type="combine",
+        without_generator=False,
+        weight_sim_loss=params.weight_sim_loss,
+        weight_gen_loss=list(params.recon_weights),
+        fusion_t_hid=params.fusion_hidden[0],
+        fusion_a_hid=params.fusion_hidden[1],
+        fusion_v_hid=params.fusion_hidden[2],
+        fusion_gru_layers=params.fusion_gru_layers,
+        fusion_drop=0.0,
+        cls_hidden_dim=params.cls_hidden_dim,
+        cls_dropout=0.0,
+        use_bert_finetune=True,
+        device=torch.device("cpu"),
     )
 
 
@@ -73,18 +103,24 @@ def batch_at(rate: float, seed: int) -> tuple[dict, tuple]:
     ids = rng.integers(104, 200, (BATCH, SEQ_LENS[0])) * valid[0]
     ids[:, 0], ids[rows, lengths[0] - 1] = 101, 102
     segments = np.zeros_like(ids)
-    batch = {"text_bert": torch.as_tensor(np.stack([ids, valid[0], segments], 1)),
-             "text_bert_m": torch.as_tensor(np.stack([np.where(keep[0], ids, 100) * valid[0], valid[0], segments], 1))}
+    batch = {
+        "text_bert": torch.as_tensor(np.stack([ids, valid[0], segments], 1)),
+        "text_bert_m": torch.as_tensor(np.stack([np.where(keep[0], ids, 100) * valid[0], valid[0], segments], 1)),
+    }
     for index, name in ((1, "audio"), (2, "vision")):
-        features = rng.normal(size=(BATCH, SEQ_LENS[index], FEATURE_DIMS[index])).astype(np.float32) * valid[index][..., None]
+        features = (
+            rng.normal(size=(BATCH, SEQ_LENS[index], FEATURE_DIMS[index])).astype(np.float32) * valid[index][..., None]
+        )
         batch[name], batch[f"{name}_m"] = torch.as_tensor(features), torch.as_tensor(features * keep[index][..., None])
         batch[f"{name}_lengths"] = torch.as_tensor(lengths[index])
     for index, name in enumerate(("text", "audio", "vision")):
         batch[f"{name}_keep"] = torch.as_tensor(keep[index].astype(np.float32))
     masks = [torch.as_tensor(v.astype(np.int64)) for v in valid]
-    inputs = ((batch["text_bert"].float(), batch["text_bert_m"].float(), batch["text_keep"]),
-              (batch["audio"], batch["audio_m"], masks[1], batch["audio_keep"]),
-              (batch["vision"], batch["vision_m"], masks[2], batch["vision_keep"]))
+    inputs = (
+        (batch["text_bert"].float(), batch["text_bert_m"].float(), batch["text_keep"]),
+        (batch["audio"], batch["audio_m"], masks[1], batch["audio_keep"]),
+        (batch["vision"], batch["vision_m"], masks[2], batch["vision_keep"]),
+    )
     return batch, inputs
 
 
@@ -106,8 +142,8 @@ def main() -> None:
     from robustmm.presets import TFRNetParams
 
     from_mmsa_state_dict = mapping_function()
-    from transformers import BertModel
     from MMSA.models.subNets.BertTextEncoder import BertTextEncoder
+    from transformers import BertModel
 
     mmsa = importlib.import_module("MMSA.models.missingTask.TFR_NET.model")
     torch.set_num_threads(1)
@@ -117,12 +153,24 @@ def main() -> None:
         mmsa.BertTextEncoder = functools.partial(BertTextEncoder, pretrained=folder)
         torch.manual_seed(options.seed)
         reference = mmsa.TFR_NET(mmsa_args(params))
-        dropout_off = TFRNetParams(**{**params.__dict__, "attn_dropout": (0.0, 0.0, 0.0), "relu_dropout": 0.0,
-                                      "embed_dropout": 0.0, "res_dropout": 0.0, "text_dropout": 0.0,
-                                      "fusion_dropout": 0.0})
-        ours = TFRNet(dropout_off, SEQ_LENS, FEATURE_DIMS, text_encoder=BertModel.from_pretrained(folder), faithful=True)
+        dropout_off = TFRNetParams(
+            **{
+                **params.__dict__,
+                "attn_dropout": (0.0, 0.0, 0.0),
+                "relu_dropout": 0.0,
+                "embed_dropout": 0.0,
+                "res_dropout": 0.0,
+                "text_dropout": 0.0,
+                "fusion_dropout": 0.0,
+            }
+        )
+        ours = TFRNet(
+            dropout_off, SEQ_LENS, FEATURE_DIMS, text_encoder=BertModel.from_pretrained(folder), faithful=True
+        )
     ours.load_state_dict(from_mmsa_state_dict(reference.state_dict()))
-    theirs_hidden = fusion_inputs([getattr(reference.fusion_subnet.Model, f"{m}_encoder") for m in ("text", "audio", "vision")])
+    theirs_hidden = fusion_inputs(
+        [getattr(reference.fusion_subnet.Model, f"{m}_encoder") for m in ("text", "audio", "vision")]
+    )
     ours_hidden = fusion_inputs(list(ours.fusion))
     weights = torch.tensor(params.recon_weights)
     print(f"TFRNet from {sys.modules['robustmm'].__file__}; MOSI shapes {SEQ_LENS}, batch {BATCH}, 25 temporal heads")
@@ -136,9 +184,11 @@ def main() -> None:
                 prediction, recon = reference(*inputs)
                 out = ours(batch)
             hidden = [(a - b).abs().max().item() for a, b in zip(ours_hidden, theirs_hidden)]
-            print(f"{mode:5} {rate:4.1f}  {(out['prediction'] - prediction.squeeze(-1)).abs().max().item():17.3g}  "
-                  f"{((weights * out['recon_loss']).sum() - recon.reshape(())).abs().item():26.3g}  "
-                  + ", ".join(f"{h:.3g}" for h in hidden))
+            print(
+                f"{mode:5} {rate:4.1f}  {(out['prediction'] - prediction.squeeze(-1)).abs().max().item():17.3g}  "
+                f"{((weights * out['recon_loss']).sum() - recon.reshape(())).abs().item():26.3g}  "
+                + ", ".join(f"{h:.3g}" for h in hidden)
+            )
 
 
 if __name__ == "__main__":

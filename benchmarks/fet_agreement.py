@@ -25,8 +25,10 @@ from threadpoolctl import threadpool_limits
 
 REPO = Path(__file__).resolve().parents[1]
 # ../shared/media beside the repository, or beside the folder of worktrees
-MEDIA = next((path for path in (REPO.parent / "shared" / "media", REPO.parent.parent / "shared" / "media") if path.is_dir()),
-             REPO.parent / "shared" / "media")
+MEDIA = next(
+    (path for path in (REPO.parent / "shared" / "media", REPO.parent.parent / "shared" / "media") if path.is_dir()),
+    REPO.parent / "shared" / "media",
+)
 sys.path.insert(0, str(REPO / "tests"))
 
 from test_features_extractors import speech_like, write_audio_clip  # noqa: E402
@@ -36,12 +38,25 @@ from robustmm.features.extract import extract_clip  # noqa: E402
 
 # name -> (robustmm extractor config, MMSA-FET audio config)
 EXTRACTORS = {
-    "librosa sims (33)": ({"recipe": "sims"}, {"tool": "librosa", "sample_rate": 22050, "n_fft": 2048, "hop_length": 512,
-                                               "features": {"zero_crossing_rate": {}, "mfcc": {"n_mfcc": 20, "htk": True},
-                                                            "chroma_cqt": {}}}),
+    "librosa sims (33)": (
+        {"recipe": "sims"},
+        {
+            "tool": "librosa",
+            "sample_rate": 22050,
+            "n_fft": 2048,
+            "hop_length": 512,
+            "features": {"zero_crossing_rate": {}, "mfcc": {"n_mfcc": 20, "htk": True}, "chroma_cqt": {}},
+        },
+    ),
     "librosa mmsa-fet-default (70)": ({"recipe": "mmsa-fet-default"}, "librosa"),
-    "opensmile LLD (25)": ({}, {"tool": "opensmile", "sample_rate": 16000, "args": {
-        "feature_set": "eGeMAPSv02", "feature_level": "LowLevelDescriptors", "start": None, "end": None}}),
+    "opensmile LLD (25)": (
+        {},
+        {
+            "tool": "opensmile",
+            "sample_rate": 16000,
+            "args": {"feature_set": "eGeMAPSv02", "feature_level": "LowLevelDescriptors", "start": None, "end": None},
+        },
+    ),
     "opensmile functionals (88)": ({"functionals": True}, "opensmile"),
 }
 
@@ -49,11 +64,16 @@ EXTRACTORS = {
 def made_clips(folder: Path) -> dict[str, list[Path]]:
     left, right = speech_like(3.0, 44100, 0), speech_like(3.0, 44100, 1, f0=210.0)
     stereo = np.stack([left, 0.6 * right + 0.4 * left])
-    return {"made, 16-bit PCM": [write_audio_clip(folder / "stereo_pcm.mkv", stereo, 44100, codec="pcm_s16le"),
-                                 write_audio_clip(folder / "mono_pcm.mkv", speech_like(3.0, 22050, 2)[None], 22050,
-                                                  codec="pcm_s16le")],
-            "made, AAC": [write_audio_clip(folder / "stereo_aac.mp4", stereo, 44100),
-                          write_audio_clip(folder / "mono_aac.mp4", speech_like(3.0, 22050, 2)[None], 22050)]}
+    return {
+        "made, 16-bit PCM": [
+            write_audio_clip(folder / "stereo_pcm.mkv", stereo, 44100, codec="pcm_s16le"),
+            write_audio_clip(folder / "mono_pcm.mkv", speech_like(3.0, 22050, 2)[None], 22050, codec="pcm_s16le"),
+        ],
+        "made, AAC": [
+            write_audio_clip(folder / "stereo_aac.mp4", stereo, 44100),
+            write_audio_clip(folder / "mono_aac.mp4", speech_like(3.0, 22050, 2)[None], 22050),
+        ],
+    }
 
 
 def media_clips(media: Path, limit: int) -> list[Path]:
@@ -78,8 +98,10 @@ def agreement(ours: list[np.ndarray], theirs: list[np.ndarray], names: list[str]
     varied = [c for c in range(a.shape[1]) if len(a) > 2 and a[:, c].std() > 0 and b[:, c].std() > 0]
     column_corr = min((np.corrcoef(a[:, c], b[:, c])[0, 1] for c in varied), default=float("nan"))
     overall = np.corrcoef(a.reshape(-1), b.reshape(-1))[0, 1] if a.size > 1 else float("nan")
-    return (f"max|d| {diff.max():.3g} ({names[worst]}), max|d|/column sd {relative:.3g}, corr {overall:.7f}, min column corr {column_corr:.5f}, "
-            f"same rows {rows_equal}/{len(ours)}")
+    return (
+        f"max|d| {diff.max():.3g} ({names[worst]}), max|d|/column sd {relative:.3g}, corr {overall:.7f}, min column corr {column_corr:.5f}, "
+        f"same rows {rows_equal}/{len(ours)}"
+    )
 
 
 def main() -> None:
@@ -94,12 +116,17 @@ def main() -> None:
     logging.getLogger("FET-Single").disabled = True
     with tempfile.TemporaryDirectory() as tmp:
         groups = {**made_clips(Path(tmp)), "../shared/media": media_clips(args.media, args.limit)}
-        print("MMSA-FET 0.4.1 vs robustmm; clips: " + ", ".join(f"{group} {len(clips)}" for group, clips in groups.items()))
+        print(
+            "MMSA-FET 0.4.1 vs robustmm; clips: "
+            + ", ".join(f"{group} {len(clips)}" for group, clips in groups.items())
+        )
         for title, (config, upstream) in EXTRACTORS.items():
             if isinstance(upstream, str):  # the package's own example config
                 tool = FeatureExtractionTool(upstream, tmp_dir=Path(tmp) / "fet", log_dir=Path(tmp) / "log", verbose=0)
             else:
-                tool = FeatureExtractionTool({"audio": upstream}, tmp_dir=Path(tmp) / "fet", log_dir=Path(tmp) / "log", verbose=0)
+                tool = FeatureExtractionTool(
+                    {"audio": upstream}, tmp_dir=Path(tmp) / "fet", log_dir=Path(tmp) / "log", verbose=0
+                )
             name = "librosa" if title.startswith("librosa") else "opensmile"
             for group, clips in groups.items():
                 if not clips:

@@ -30,8 +30,16 @@ from robustmm.text_encoder import OFFLINE_ENCODER, TextEncoder
 
 def check_precision(amp: bool, loaded: dict, encoder: TextEncoder, device: torch.device, epochs: int) -> list[str]:
     preset = get_preset("mosi")
-    config = training.RunConfig(dataset="mosi", rate=0.3, seed=1111, text_mode="finetune", text_encoder=OFFLINE_ENCODER,
-                                device=str(device), amp=amp, progress=False)
+    config = training.RunConfig(
+        dataset="mosi",
+        rate=0.3,
+        seed=1111,
+        text_mode="finetune",
+        text_encoder=OFFLINE_ENCODER,
+        device=str(device),
+        amp=amp,
+        progress=False,
+    )
     training.seed_everything(config.seed)
     tensors = training.prepare_splits(loaded, config, encoder, {})
     train_split = loaded["train"]
@@ -62,7 +70,9 @@ def check_precision(amp: bool, loaded: dict, encoder: TextEncoder, device: torch
         torch.cuda.synchronize(device)
     losses, start = [], time.perf_counter()
     for epoch in range(1, epochs + 1):
-        losses.append(training.train_epoch(model, optimizer, scaler, tensors["train"], preset, config, epoch, generator, device))
+        losses.append(
+            training.train_epoch(model, optimizer, scaler, tensors["train"], preset, config, epoch, generator, device)
+        )
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
@@ -73,14 +83,18 @@ def check_precision(amp: bool, loaded: dict, encoder: TextEncoder, device: torch
         problems.append(f"{label}: {seen['batches_elsewhere']} batch tensors were not on {device.type}")
     expected = {torch.bfloat16, torch.float16} if amp else {torch.float32}
     if not seen["dtypes"] or not seen["dtypes"] <= expected:
-        problems.append(f"{label}: classifier ran in {sorted(map(str, seen['dtypes']))}, expected one of {sorted(map(str, expected))}")
+        problems.append(
+            f"{label}: classifier ran in {sorted(map(str, seen['dtypes']))}, expected one of {sorted(map(str, expected))}"
+        )
     if not all(map(torch.isfinite, map(torch.tensor, losses))) or not losses[-1] < losses[0]:
         problems.append(f"{label}: training loss did not fall: {[round(loss, 4) for loss in losses]}")
     peak = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else float("nan")
     dtype = "/".join(sorted(str(d).removeprefix("torch.") for d in seen["dtypes"]))
-    print(f"{label:<16} {dtype:<9} losses {' '.join(f'{loss:.3f}' for loss in losses)}  "
-          f"{samples / seconds:8.1f} train samples/s  peak GPU memory {peak:.2f} GB"
-          + ("  (fp16 with gradient scaler)" if use_scaler else ""))
+    print(
+        f"{label:<16} {dtype:<9} losses {' '.join(f'{loss:.3f}' for loss in losses)}  "
+        f"{samples / seconds:8.1f} train samples/s  peak GPU memory {peak:.2f} GB"
+        + ("  (fp16 with gradient scaler)" if use_scaler else "")
+    )
     return problems
 
 
@@ -95,15 +109,19 @@ def main() -> int:
         return 2
     device = torch.device(args.device)
     if device.type == "cuda":
-        print(f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
-              f"bf16 {'yes' if torch.cuda.is_bf16_supported() else 'no'}")
+        print(
+            f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
+            f"bf16 {'yes' if torch.cuda.is_bf16_supported() else 'no'}"
+        )
     dataset = make_dataset(get_preset("mosi"), sizes=(args.train_size, 48, 48), feature_dims=(384, 5, 20), seed=0)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "mosi_small.pkl"
         feature_data.write(dataset, path)
         loaded, _ = training.load_features(path, "mosi")
     encoder = TextEncoder(OFFLINE_ENCODER, device=device)
-    problems = check_precision(False, loaded, encoder, device, args.epochs) + check_precision(True, loaded, encoder, device, args.epochs)
+    problems = check_precision(False, loaded, encoder, device, args.epochs) + check_precision(
+        True, loaded, encoder, device, args.epochs
+    )
     for problem in problems:
         print(f"FAIL: {problem}")
     print("all checks passed" if not problems else f"{len(problems)} check(s) failed")

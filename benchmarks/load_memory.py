@@ -69,12 +69,18 @@ def main() -> None:
         start = time.perf_counter()
         rng = np.random.default_rng(0)
         data.write({name: build_split(rng, n) for name, n in zip(data.SPLITS, sizes)}, path)
-        print(f"built {path} ({path.stat().st_size / 2**30:.2f} GiB, splits {sizes}) in {time.perf_counter() - start:.0f} s")
-        result = json.loads(subprocess.run([sys.executable, "-c", CHILD, str(path)], check=True, capture_output=True, text=True).stdout)
+        print(
+            f"built {path} ({path.stat().st_size / 2**30:.2f} GiB, splits {sizes}) in {time.perf_counter() - start:.0f} s"
+        )
+        result = json.loads(
+            subprocess.run([sys.executable, "-c", CHILD, str(path)], check=True, capture_output=True, text=True).stdout
+        )
     gib = 2**30
     print(f"load time          {result['seconds']:.1f} s")
     print(f"array bytes        {result['array_bytes'] / gib:.2f} GiB")
-    print(f"peak RSS           {result['peak_rss'] / gib:.2f} GiB (interpreter and imports before loading: {result['baseline_rss'] / gib:.2f} GiB)")
+    print(
+        f"peak RSS           {result['peak_rss'] / gib:.2f} GiB (interpreter and imports before loading: {result['baseline_rss'] / gib:.2f} GiB)"
+    )
     print(f"peak RSS / arrays  {result['peak_rss'] / result['array_bytes']:.3f} (target <= 1.5)")
 
 

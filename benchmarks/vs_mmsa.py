@@ -50,8 +50,15 @@ def robustmm_steps(mode: str, features: str, encoder_dir: str, steps: int, check
     count = (steps + 1) * BATCH
     subset = {name: {key: value[:count] for key, value in loaded[name].items()} for name in data.SPLITS}
     config = training.RunConfig(
-        dataset="mosi", rate=0.5, seed=1111, text_mode="frozen" if mode == "frozen" else "finetune",
-        faithful=mode == "faithful", amp=bf16, checkpointing=checkpointing, device="cpu", progress=False,
+        dataset="mosi",
+        rate=0.5,
+        seed=1111,
+        text_mode="frozen" if mode == "frozen" else "finetune",
+        faithful=mode == "faithful",
+        amp=bf16,
+        checkpointing=checkpointing,
+        device="cpu",
+        progress=False,
         batch_size=BATCH,
     )
     encoder = TextEncoder(encoder_dir, load_weights=mode == "frozen")
@@ -63,7 +70,7 @@ def robustmm_steps(mode: str, features: str, encoder_dir: str, steps: int, check
     device = torch.device("cpu")
 
     def step(index: int) -> None:
-        batch = {key: value[index * BATCH:(index + 1) * BATCH] for key, value in tensors["train"].items()}
+        batch = {key: value[index * BATCH : (index + 1) * BATCH] for key, value in tensors["train"].items()}
         training.train_epoch(model, optimizer, scaler, batch, preset, config, 2, generator, device)
 
     return step, {"checkpointing": model.checkpointing}
@@ -85,7 +92,9 @@ def mmsa_steps(features: str, encoder_dir: str, steps: int):
     split = {key: value[:count] for key, value in loaded["train"].items()}
     config = training.RunConfig(dataset="mosi", rate=0.5, seed=1111, device="cpu", progress=False, batch_size=BATCH)
     encoder = TextEncoder(encoder_dir, load_weights=False)
-    corrupted = training.corrupt(split, config.rate, training.mask_seeds(config.missing_seeds, config.seed), encoder.unk_id)
+    corrupted = training.corrupt(
+        split, config.rate, training.mask_seeds(config.missing_seeds, config.seed), encoder.unk_id
+    )
     tensors = training.to_tensors(corrupted, "finetune")
 
     mmsa = importlib.import_module("MMSA.models.missingTask.TFR_NET.model")
@@ -93,26 +102,49 @@ def mmsa_steps(features: str, encoder_dir: str, steps: int):
     # faithful_vs_mmsa's arguments turn dropout off (for equal outputs); training uses the preset's.
     args = mmsa_args(p)
     args.update(
-        seq_lens=list(MOSI_LENS), feature_dims=[encoder.hidden_size, *MOSI_DIMS[1:]], attn_dropout=p.attn_dropout[0],
-        attn_dropout_a=p.attn_dropout[1], attn_dropout_v=p.attn_dropout[2], relu_dropout=p.relu_dropout,
-        embed_dropout=p.embed_dropout, res_dropout=p.res_dropout, text_dropout=p.text_dropout,
-        fusion_drop=p.fusion_dropout, cls_dropout=p.cls_dropout,
+        seq_lens=list(MOSI_LENS),
+        feature_dims=[encoder.hidden_size, *MOSI_DIMS[1:]],
+        attn_dropout=p.attn_dropout[0],
+        attn_dropout_a=p.attn_dropout[1],
+        attn_dropout_v=p.attn_dropout[2],
+        relu_dropout=p.relu_dropout,
+        embed_dropout=p.embed_dropout,
+        res_dropout=p.res_dropout,
+        text_dropout=p.text_dropout,
+        fusion_drop=p.fusion_dropout,
+        cls_dropout=p.cls_dropout,
     )
     model = mmsa.TFR_NET(args)
     model.train()
     # do_train's optimiser: BERT weights with decay, BERT biases and LayerNorms without, the rest.
     no_decay = ("bias", "LayerNorm.bias", "LayerNorm.weight")
     bert = list(model.text_model.named_parameters())
-    optimizer = torch.optim.Adam([
-        {"params": [w for n, w in bert if not any(k in n for k in no_decay)], "weight_decay": p.weight_decay_bert, "lr": p.learning_rate_bert},
-        {"params": [w for n, w in bert if any(k in n for k in no_decay)], "weight_decay": 0.0, "lr": p.learning_rate_bert},
-        {"params": [w for n, w in model.named_parameters() if "text_model" not in n], "weight_decay": p.weight_decay_other, "lr": p.learning_rate_other},
-    ])
+    optimizer = torch.optim.Adam(
+        [
+            {
+                "params": [w for n, w in bert if not any(k in n for k in no_decay)],
+                "weight_decay": p.weight_decay_bert,
+                "lr": p.learning_rate_bert,
+            },
+            {
+                "params": [w for n, w in bert if any(k in n for k in no_decay)],
+                "weight_decay": 0.0,
+                "lr": p.learning_rate_bert,
+            },
+            {
+                "params": [w for n, w in model.named_parameters() if "text_model" not in n],
+                "weight_decay": p.weight_decay_other,
+                "lr": p.learning_rate_other,
+            },
+        ]
+    )
 
     def step(index: int) -> None:
-        b = {key: value[index * BATCH:(index + 1) * BATCH] for key, value in tensors.items()}
-        masks = [(torch.arange(length)[None] < b[f"{name}_lengths"][:, None]).long()
-                 for name, length in (("audio", MOSI_LENS[1]), ("vision", MOSI_LENS[2]))]
+        b = {key: value[index * BATCH : (index + 1) * BATCH] for key, value in tensors.items()}
+        masks = [
+            (torch.arange(length)[None] < b[f"{name}_lengths"][:, None]).long()
+            for name, length in (("audio", MOSI_LENS[1]), ("vision", MOSI_LENS[2]))
+        ]
         optimizer.zero_grad()
         prediction, gen_loss = model(
             (b["text_bert"].float(), b["text_bert_m"].float(), b["text_keep"].float()),
@@ -155,9 +187,15 @@ def wait_for_idle(idle_load: float, wait: float) -> float:
 
 
 def git_commit() -> str:
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-                           cwd=Path(__file__).parent).stdout.strip()
+    done = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
+    )
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent,
+    ).stdout.strip()
     return done.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
 
 
@@ -189,17 +227,32 @@ def main() -> None:
         parser.error(f"unknown configuration {', '.join(unknown)}: choose from {', '.join(CONFIGS)}")
 
     allocator = os.environ.get("LD_PRELOAD", "") or "glibc malloc"
-    print(f"commit {git_commit()}; {args.threads} threads, batch {BATCH}, MOSI shapes {MOSI_LENS}, rate 0.5, "
-          f"bert-base-sized random encoder; {args.rounds} rounds x {args.steps} timed steps; allocator {allocator}; "
-          f"robustmm checkpointing {args.checkpointing}{', bf16' if args.bf16 else ''}", flush=True)
+    print(
+        f"commit {git_commit()}; {args.threads} threads, batch {BATCH}, MOSI shapes {MOSI_LENS}, rate 0.5, "
+        f"bert-base-sized random encoder; {args.rounds} rounds x {args.steps} timed steps; allocator {allocator}; "
+        f"robustmm checkpointing {args.checkpointing}{', bf16' if args.bf16 else ''}",
+        flush=True,
+    )
     results = {config: {"walls": [], "cpus": [], "peak": 0.0, "loads": [], "facts": {}} for config in configs}
     with tempfile.TemporaryDirectory() as folder:
         features, encoder = build_inputs(Path(folder))
         for round_index in range(args.rounds):
             for config in configs:
                 load = wait_for_idle(args.idle_load, args.wait)
-                command = [sys.executable, __file__, "--child", config, str(features), str(encoder), "--steps",
-                           str(args.steps), "--threads", str(args.threads), "--checkpointing", args.checkpointing]
+                command = [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    config,
+                    str(features),
+                    str(encoder),
+                    "--steps",
+                    str(args.steps),
+                    "--threads",
+                    str(args.threads),
+                    "--checkpointing",
+                    args.checkpointing,
+                ]
                 command += ["--bf16"] if args.bf16 else []
                 done = subprocess.run(command, capture_output=True, text=True)
                 if done.returncode != 0:
@@ -212,15 +265,21 @@ def main() -> None:
                 record["peak"] = max(record["peak"], row["peak_rss_gb"])
                 record["loads"] += [load, os.getloadavg()[0]]
                 record["facts"] = {key: row[key] for key in ("checkpointing",) if key in row}
-                print(f"round {round_index + 1} {config}: s/step " + " ".join(f"{w:.2f}" for w in row["walls"])
-                      + f"; load before/after {load:.2f}/{os.getloadavg()[0]:.2f}", flush=True)
+                print(
+                    f"round {round_index + 1} {config}: s/step "
+                    + " ".join(f"{w:.2f}" for w in row["walls"])
+                    + f"; load before/after {load:.2f}/{os.getloadavg()[0]:.2f}",
+                    flush=True,
+                )
     report(results, args.threads)
 
 
 def report(results: dict, threads: int) -> None:
     medians = {}
-    print(f"\n{'configuration':<22}{'s/step median (min-max)':>26}{'samples/s':>11}{'vs MMSA':>9}{'peak RSS GB':>13}"
-          f"{'steps w/ both cores':>21}{'load avg':>14}")
+    print(
+        f"\n{'configuration':<22}{'s/step median (min-max)':>26}{'samples/s':>11}{'vs MMSA':>9}{'peak RSS GB':>13}"
+        f"{'steps w/ both cores':>21}{'load avg':>14}"
+    )
     for config, record in results.items():
         if not record["walls"]:
             continue
@@ -239,8 +298,10 @@ def report(results: dict, threads: int) -> None:
         ratio = f"{reference / medians[config]:.2f}x" if reference else "-"
         spread = f"{medians[config]:.2f} ({min(chosen):.2f}-{max(chosen):.2f})"
         loads = f"{min(record['loads']):.2f}-{max(record['loads']):.2f}"
-        print(f"{name:<22}{spread:>26}{BATCH / medians[config]:>11.2f}{ratio:>9}{record['peak']:>13.2f}"
-              f"{len(full):>14}/{len(record['walls']):<6}{loads:>14}")
+        print(
+            f"{name:<22}{spread:>26}{BATCH / medians[config]:>11.2f}{ratio:>9}{record['peak']:>13.2f}"
+            f"{len(full):>14}/{len(record['walls']):<6}{loads:>14}"
+        )
 
 
 if __name__ == "__main__":

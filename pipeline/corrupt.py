@@ -16,8 +16,10 @@ def main(name: str) -> None:
     entry = corruptions[name]
     noise = create_noise(entry.noise, entry.level, entry.options)
     summary = corrupt_dataset(f"raw/{entry.dataset}", noise, entry.seed, f"raw/{name}", progress=False)
-    print(f"{name}: {summary['clips']} clips of raw/{entry.dataset} with {noise.name} at level {noise.level:g}"
-          + (f", {len(summary['unchanged'])} without that stream copied unchanged" if summary["unchanged"] else ""))
+    print(
+        f"{name}: {summary['clips']} clips of raw/{entry.dataset} with {noise.name} at level {noise.level:g}"
+        + (f", {len(summary['unchanged'])} without that stream copied unchanged" if summary["unchanged"] else "")
+    )
 
 
 if __name__ == "__main__":

@@ -21,16 +21,27 @@ def main(dataset: str) -> None:
     entry = params.datasets[dataset]
     if params.sweep.torch_threads:
         torch.set_num_threads(params.sweep.torch_threads)
-    corrupted = [CorruptedSet(name, corruption.noise, corruption.level, f"data/{name}.pkl")
-                 for name, corruption in params.corruptions.items() if corruption.dataset == dataset]
-    family = (params.sweep.metric_family or "mosi") if entry.preset == "custom" else get_preset(entry.preset).metric_family
+    corrupted = [
+        CorruptedSet(name, corruption.noise, corruption.level, f"data/{name}.pkl")
+        for name, corruption in params.corruptions.items()
+        if corruption.dataset == dataset
+    ]
+    family = (
+        (params.sweep.metric_family or "mosi") if entry.preset == "custom" else get_preset(entry.preset).metric_family
+    )
     shown = tuple(params.report.metrics.get(family, KEY_METRICS[family]))  # as the report shows that family
-    rows = evaluate_corruptions(entry.data, entry.preset, corrupted, f"results/{dataset}",
-                                f"results/{dataset}/corruption_models", shown,
-                                text_encoder=entry.text_encoder, **params.sweep.sweep_arguments())
+    rows = evaluate_corruptions(
+        entry.data,
+        entry.preset,
+        corrupted,
+        f"results/{dataset}",
+        f"results/{dataset}/corruption_models",
+        shown,
+        text_encoder=entry.text_encoder,
+        **params.sweep.sweep_arguments(),
+    )
     for row in rows:
-        print(f"{dataset} {row['corruption']}: " + ", ".join(
-            f"{name} {row[f'{name}_mean']:.4f}" for name in shown))
+        print(f"{dataset} {row['corruption']}: " + ", ".join(f"{name} {row[f'{name}_mean']:.4f}" for name in shown))
 
 
 if __name__ == "__main__":

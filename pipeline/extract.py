@@ -30,7 +30,9 @@ def main(dataset: str) -> None:
         ray_address=params.extract.ray_address,
     )
     for modality, report in reports.items():
-        print(f"{dataset} {modality} ({chosen[modality].extractor}): {report['clips']} clips, {report['failed']} failed")
+        print(
+            f"{dataset} {modality} ({chosen[modality].extractor}): {report['clips']} clips, {report['failed']} failed"
+        )
 
 
 if __name__ == "__main__":

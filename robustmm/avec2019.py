@@ -24,9 +24,10 @@ import itertools
 import re
 import tarfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -109,7 +110,9 @@ class ImportSettings:
             raise ValueError(f"window length must be positive, got {self.window_seconds}")
         unknown = [name for name in self.statistics if name not in STATISTICS]
         if not self.statistics or unknown or len(set(self.statistics)) != len(self.statistics):
-            raise ValueError(f"statistics must be distinct names from {', '.join(STATISTICS)}, got {list(self.statistics)}")
+            raise ValueError(
+                f"statistics must be distinct names from {', '.join(STATISTICS)}, got {list(self.statistics)}"
+            )
         if self.text_length < 2 or self.audio_length < 1 or self.vision_length < 1:
             raise ValueError(
                 f"lengths must be positive (text at least 2 for [CLS] and [SEP]): text {self.text_length}, "
@@ -180,7 +183,9 @@ def _read_header(text: io.TextIOBase, stream: Stream) -> list[str]:
         other = next((sep for sep in ";,\t" if sep in line and sep != stream.separator), None)
         found = f"found {other!r}" if other else "found none"
         raise InputProblem(f"wrong separator: expected {stream.separator!r} between header columns, {found}")
-    missing = [name for name in (stream.time_column, *stream.quality_columns, *stream.feature_columns) if name not in names]
+    missing = [
+        name for name in (stream.time_column, *stream.quality_columns, *stream.feature_columns) if name not in names
+    ]
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise InputProblem(f"missing columns {shown}")
@@ -195,13 +200,21 @@ def pool_stream(binary: BinaryIO, stream: Stream, settings: ImportSettings) -> t
         pool = WindowPool(settings.window_seconds, settings.length(stream.modality), len(stream.feature_columns))
         used = [stream.time_column, *stream.quality_columns, *stream.feature_columns]
         chunks = pd.read_csv(
-            text, sep=stream.separator, header=None, names=names, usecols=used, dtype=dict.fromkeys(used, np.float64),
-            chunksize=settings.chunk_rows, skipinitialspace=True,
+            text,
+            sep=stream.separator,
+            header=None,
+            names=names,
+            usecols=used,
+            dtype=dict.fromkeys(used, np.float64),
+            chunksize=settings.chunk_rows,
+            skipinitialspace=True,
         )
         for chunk in chunks:
             times = chunk[stream.time_column].to_numpy()
             if stream.quality_columns:
-                valid = (chunk["success"].to_numpy() == 1) & (chunk["confidence"].to_numpy() >= settings.min_face_confidence)
+                valid = (chunk["success"].to_numpy() == 1) & (
+                    chunk["confidence"].to_numpy() >= settings.min_face_confidence
+                )
                 times = np.where(valid, times, np.nan)
             pool.add(times, chunk[list(stream.feature_columns)].to_numpy())
     except (tarfile.TarError, EOFError, zlib.error) as error:
@@ -325,7 +338,9 @@ def read_participant(pid: str, source: Path, settings: ImportSettings) -> Partic
         truncation = str(error)
     finally:
         members.close()
-    described = {stream.modality: stream.description for stream in STREAMS} | {"text": "transcript <PID>_Transcript.csv"}
+    described = {stream.modality: stream.description for stream in STREAMS} | {
+        "text": "transcript <PID>_Transcript.csv"
+    }
     for part, description in described.items():
         if part not in seen:
             where = f"before {source.name} ended ({truncation})" if truncation else f"in {source.name}"
@@ -393,14 +408,18 @@ def read_labels(data_dir: Path) -> tuple[dict[str, dict[str, float]], list[tuple
     for split, names in SPLIT_FILES.items():
         path = _find_file(data_dir, names)
         if path is None:
-            raise FileNotFoundError(f"{data_dir}: no {split} split file (looked for {' or '.join(names)} in it and in labels/)")
+            raise FileNotFoundError(
+                f"{data_dir}: no {split} split file (looked for {' or '.join(names)} in it and in labels/)"
+            )
         labels[split], split_problems = read_split(path)
         problems += split_problems
         files[split] = str(path.relative_to(data_dir))
     for earlier, later in itertools.combinations(data.SPLITS, 2):
         shared = sorted(set(labels[earlier]) & set(labels[later]), key=int)
         if shared:
-            raise ValueError(f"{data_dir}: participants {', '.join(shared)} are in both the {earlier} and {later} split files")
+            raise ValueError(
+                f"{data_dir}: participants {', '.join(shared)} are in both the {earlier} and {later} split files"
+            )
     return labels, problems, files
 
 
@@ -426,8 +445,13 @@ def fit_normalisation(rows: list[np.ndarray | None], dim: int) -> tuple[np.ndarr
     return mean, np.where(std > 1e-8, std, 1.0)
 
 
-def assemble_split(participants: list[Participant], labels: dict[str, float], settings: ImportSettings,
-                   normalisation: dict[str, tuple[np.ndarray, np.ndarray]], encoder: TextEncoder) -> dict:
+def assemble_split(
+    participants: list[Participant],
+    labels: dict[str, float],
+    settings: ImportSettings,
+    normalisation: dict[str, tuple[np.ndarray, np.ndarray]],
+    encoder: TextEncoder,
+) -> dict:
     split = {
         "id": np.array([f"{p.pid}$_$interview" for p in participants], dtype=object),
         "raw_text": np.array([p.transcript or "" for p in participants], dtype=object),
@@ -466,7 +490,9 @@ class ImportReport:
         counts = ", ".join(f"{split} {count}" for split, count in self.participants.items())
         lines = [f"imported {sum(self.participants.values())} participants ({counts})"]
         for modality, gaps in self.gaps.items():
-            lines.append(f"{modality}: {gaps['windows']} missing windows dropped inside {gaps['participants']} interviews")
+            lines.append(
+                f"{modality}: {gaps['windows']} missing windows dropped inside {gaps['participants']} interviews"
+            )
         if self.problems:
             lines.append(f"{len(self.problems)} problem(s) (rows are kept; a modality whose file failed has length 0):")
             lines += [f"  participant {p['participant']} {p['part']}: {p['reason']}" for p in self.problems]
@@ -496,14 +522,21 @@ def import_avec2019(
     a participant in two splits, or no participant with data.
     """
     settings = ImportSettings(
-        window_seconds=float(window_seconds), statistics=tuple(statistics), text_length=int(text_length),
-        audio_length=int(audio_length), vision_length=int(vision_length),
-        min_face_confidence=float(min_face_confidence), text_encoder=text_encoder, device=device,
+        window_seconds=float(window_seconds),
+        statistics=tuple(statistics),
+        text_length=int(text_length),
+        audio_length=int(audio_length),
+        vision_length=int(vision_length),
+        min_face_confidence=float(min_face_confidence),
+        text_encoder=text_encoder,
+        device=device,
         batch_size=int(batch_size),
     )
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise FileNotFoundError(f"{data_dir}: not a folder (expected the AVEC2019 download with <PID>_P folders or archives)")
+        raise FileNotFoundError(
+            f"{data_dir}: not a folder (expected the AVEC2019 download with <PID>_P folders or archives)"
+        )
     labels, label_problems, split_files = read_labels(data_dir)
     sources = find_participants(data_dir)
     dropped = [{"participant": pid, "reason": reason} for pid, reason in label_problems]
@@ -512,12 +545,16 @@ def import_avec2019(
         rows[split] = []
         for pid in sorted(labels[split], key=int):
             if pid not in sources:
-                dropped.append({"participant": pid, "reason": f"in {split_files[split]} but no {pid}_P folder or {pid}_P.tar.gz"})
+                dropped.append(
+                    {"participant": pid, "reason": f"in {split_files[split]} but no {pid}_P folder or {pid}_P.tar.gz"}
+                )
                 continue
             participant = read_participant(pid, sources[pid], settings)
             if participant.has_data:
                 rows[split].append(participant)
-                problems += [{"participant": pid, "part": part, "reason": reason} for part, reason in participant.problems]
+                problems += [
+                    {"participant": pid, "part": part, "reason": reason} for part, reason in participant.problems
+                ]
             else:
                 reasons = "; ".join(f"{part}: {reason}" for part, reason in participant.problems)
                 dropped.append({"participant": pid, "reason": f"nothing usable ({reasons})"})
@@ -533,7 +570,9 @@ def import_avec2019(
         dim = len(settings.statistics) * len(stream.feature_columns)
         normalisation[stream.modality] = fit_normalisation([p.feature(stream.modality) for p in rows["train"]], dim)
     encoder = TextEncoder(settings.text_encoder, device=settings.device)
-    output = {split: assemble_split(rows[split], labels[split], settings, normalisation, encoder) for split in data.SPLITS}
+    output = {
+        split: assemble_split(rows[split], labels[split], settings, normalisation, encoder) for split in data.SPLITS
+    }
 
     gaps = {
         stream.modality: {
@@ -544,7 +583,9 @@ def import_avec2019(
     }
     report = ImportReport(
         participants={split: len(rows[split]) for split in data.SPLITS},
-        problems=problems, dropped=dropped, gaps=gaps,
+        problems=problems,
+        dropped=dropped,
+        gaps=gaps,
     )
     output[data.META_KEY] = {
         "dataset": "avec2019",
@@ -571,9 +612,16 @@ def import_avec2019(
 
 def _cmd_import(args: argparse.Namespace) -> int:
     report = import_avec2019(
-        args.data_dir, args.out, window_seconds=args.window_seconds, statistics=tuple(args.statistics),
-        text_length=args.text_length, audio_length=args.audio_length, vision_length=args.vision_length,
-        min_face_confidence=args.min_face_confidence, text_encoder=args.text_encoder, device=args.device,
+        args.data_dir,
+        args.out,
+        window_seconds=args.window_seconds,
+        statistics=tuple(args.statistics),
+        text_length=args.text_length,
+        audio_length=args.audio_length,
+        vision_length=args.vision_length,
+        min_face_confidence=args.min_face_confidence,
+        text_encoder=args.text_encoder,
+        device=args.device,
         batch_size=args.batch_size,
     )
     print(report.summary())
@@ -584,20 +632,57 @@ def _cmd_import(args: argparse.Namespace) -> int:
 def register(commands) -> None:
     defaults = ImportSettings()
     parser = commands.add_parser(
-        "import-avec2019", help="import the AVEC2019 DDS (E-DAIC) feature files into a .pkl",
+        "import-avec2019",
+        help="import the AVEC2019 DDS (E-DAIC) feature files into a .pkl",
         description="Pool MFCC and OpenFace features onto a common clock, encode transcripts, label with PHQ-8.",
     )
-    parser.add_argument("data_dir", metavar="DIR", help="folder with <PID>_P/ folders or <PID>_P.tar.gz archives and the split CSVs")
+    parser.add_argument(
+        "data_dir", metavar="DIR", help="folder with <PID>_P/ folders or <PID>_P.tar.gz archives and the split CSVs"
+    )
     parser.add_argument("--out", required=True, metavar="FILE.pkl", help="output feature file")
-    parser.add_argument("--window-seconds", type=float, default=defaults.window_seconds, help="pooling window length (default %(default)s)")
-    parser.add_argument("--statistics", nargs="+", choices=STATISTICS, default=list(defaults.statistics),
-                        help="statistics per window, in this order (default: %(default)s)")
-    parser.add_argument("--text-length", type=int, default=defaults.text_length, help="tokens per transcript, with [CLS] and [SEP] (default %(default)s)")
-    parser.add_argument("--audio-length", type=int, default=defaults.audio_length, help="audio windows kept (default %(default)s)")
-    parser.add_argument("--vision-length", type=int, default=defaults.vision_length, help="vision windows kept (default %(default)s)")
-    parser.add_argument("--min-face-confidence", type=float, default=defaults.min_face_confidence,
-                        help="OpenFace frames below this confidence are left out of the pool (default %(default)s)")
-    parser.add_argument("--text-encoder", default=defaults.text_encoder, help="model name or folder (default %(default)s, offline MiniLM)")
-    parser.add_argument("--device", default=defaults.device, help="auto, cpu or cuda, for the text encoder (default %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="transcripts per encoder batch (default %(default)s)")
+    parser.add_argument(
+        "--window-seconds",
+        type=float,
+        default=defaults.window_seconds,
+        help="pooling window length (default %(default)s)",
+    )
+    parser.add_argument(
+        "--statistics",
+        nargs="+",
+        choices=STATISTICS,
+        default=list(defaults.statistics),
+        help="statistics per window, in this order (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--text-length",
+        type=int,
+        default=defaults.text_length,
+        help="tokens per transcript, with [CLS] and [SEP] (default %(default)s)",
+    )
+    parser.add_argument(
+        "--audio-length", type=int, default=defaults.audio_length, help="audio windows kept (default %(default)s)"
+    )
+    parser.add_argument(
+        "--vision-length", type=int, default=defaults.vision_length, help="vision windows kept (default %(default)s)"
+    )
+    parser.add_argument(
+        "--min-face-confidence",
+        type=float,
+        default=defaults.min_face_confidence,
+        help="OpenFace frames below this confidence are left out of the pool (default %(default)s)",
+    )
+    parser.add_argument(
+        "--text-encoder",
+        default=defaults.text_encoder,
+        help="model name or folder (default %(default)s, offline MiniLM)",
+    )
+    parser.add_argument(
+        "--device", default=defaults.device, help="auto, cpu or cuda, for the text encoder (default %(default)s)"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=defaults.batch_size,
+        help="transcripts per encoder batch (default %(default)s)",
+    )
     parser.set_defaults(handler=_cmd_import)

@@ -49,8 +49,11 @@ def _int_triple(text: str) -> list[int]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="robustmm", description=__doc__)
-    parser.add_argument("--debug", action="store_true",
-                        help=f"show the traceback of an error (also {DEBUG_VARIABLE}=1, which reaches pipeline stages too)")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"show the traceback of an error (also {DEBUG_VARIABLE}=1, which reaches pipeline stages too)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     inspect = commands.add_parser("inspect", help="summarise and validate a .pkl feature file")
@@ -60,9 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     make_synthetic = commands.add_parser(
         "make-synthetic", help="write a synthetic feature file shaped like a dataset preset, with a learnable signal"
     )
-    make_synthetic.add_argument("--dataset", required=True, help="preset whose lengths and dims to use (mosi, mosei, sims, simsv2, avec2019)")
+    make_synthetic.add_argument(
+        "--dataset", required=True, help="preset whose lengths and dims to use (mosi, mosei, sims, simsv2, avec2019)"
+    )
     make_synthetic.add_argument("--out", required=True, help="the .pkl file to write")
-    make_synthetic.add_argument("--sizes", type=_int_triple, default=[64, 16, 16], help="train,valid,test rows (default 64,16,16)")
+    make_synthetic.add_argument(
+        "--sizes", type=_int_triple, default=[64, 16, 16], help="train,valid,test rows (default 64,16,16)"
+    )
     make_synthetic.add_argument("--seed", type=int, default=0)
     make_synthetic.set_defaults(handler=cmd_make_synthetic)
     features_cli.register(commands)

@@ -28,8 +28,16 @@ LABEL_KEYS = ("regression_labels", "regression_labels_T", "regression_labels_A",
 STRING_KEYS = ("id", "raw_text", "annotations")
 REQUIRED_KEYS = ("id", "raw_text", "text_bert", "audio", "vision", "regression_labels")
 RANKS = {
-    "id": 1, "raw_text": 1, "annotations": 1, "text_bert": 3, "text": 3, "audio": 3, "vision": 3,
-    "audio_lengths": 1, "vision_lengths": 1, "classification_labels": 1,
+    "id": 1,
+    "raw_text": 1,
+    "annotations": 1,
+    "text_bert": 3,
+    "text": 3,
+    "audio": 3,
+    "vision": 3,
+    "audio_lengths": 1,
+    "vision_lengths": 1,
+    "classification_labels": 1,
     **{key: 1 for key in LABEL_KEYS},
 }
 
@@ -59,8 +67,22 @@ _NUMPY_GLOBALS = {
 }
 _BUILTIN_GLOBALS = {
     name: getattr(builtins, name)
-    for name in ("dict", "list", "tuple", "set", "frozenset", "str", "bytes", "bytearray", "int", "float",
-                 "complex", "bool", "slice", "range")
+    for name in (
+        "dict",
+        "list",
+        "tuple",
+        "set",
+        "frozenset",
+        "str",
+        "bytes",
+        "bytearray",
+        "int",
+        "float",
+        "complex",
+        "bool",
+        "slice",
+        "range",
+    )
 }
 
 
@@ -86,7 +108,10 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if (dtype_class := _numpy_dtype_class(module, name)) is not None:
             return dtype_class
         raise FormatError(
-            self._path, [f"refused to load global '{module}.{name}': feature files may hold only numpy arrays and builtin containers"]
+            self._path,
+            [
+                f"refused to load global '{module}.{name}': feature files may hold only numpy arrays and builtin containers"
+            ],
         )
 
 
@@ -115,7 +140,7 @@ def _zero_non_finite(array: np.ndarray, rows_per_chunk: int = 256) -> int:
     """Set -inf/inf/nan to 0 in place, a block of rows at a time so the mask stays small."""
     count = 0
     for start in range(0, len(array), rows_per_chunk):
-        block = array[start:start + rows_per_chunk]
+        block = array[start : start + rows_per_chunk]
         bad = ~np.isfinite(block)
         if bad.any():
             count += int(bad.sum())
@@ -150,7 +175,11 @@ def normalise(data: dict) -> dict[str, int]:
                 split[key] = array
             elif key in ("text_bert", "classification_labels") or key in LENGTH_KEYS:
                 array = np.asarray(value)
-                if np.issubdtype(array.dtype, np.floating) and np.all(np.isfinite(array)) and np.all(array == np.round(array)):
+                if (
+                    np.issubdtype(array.dtype, np.floating)
+                    and np.all(np.isfinite(array))
+                    and np.all(array == np.round(array))
+                ):
                     array = array.astype(np.int64)
                 elif np.issubdtype(array.dtype, np.integer):
                     array = array.astype(np.int64, copy=False)
@@ -229,7 +258,9 @@ def validate(data: dict) -> list[str]:
         dims = {
             name: data[name][key].shape[-1 if key != "text_bert" else 1]
             for name in SPLITS
-            if isinstance(data.get(name), dict) and isinstance(data[name].get(key), np.ndarray) and data[name][key].ndim == 3
+            if isinstance(data.get(name), dict)
+            and isinstance(data[name].get(key), np.ndarray)
+            and data[name][key].ndim == 3
         }
         if len(set(dims.values())) > 1 and key != "text_bert":
             listing = ", ".join(f"{name}={dim}" for name, dim in dims.items())
@@ -296,8 +327,10 @@ def array_bytes(data: dict) -> int:
 def _length_stats(lengths: np.ndarray) -> str:
     if len(lengths) == 0:
         return "no rows"
-    return (f"mean {lengths.mean():.1f}, min {int(lengths.min())}, median {int(np.median(lengths))}, "
-            f"max {int(lengths.max())}, empty {int((lengths == 0).sum())}")
+    return (
+        f"mean {lengths.mean():.1f}, min {int(lengths.min())}, median {int(np.median(lengths))}, "
+        f"max {int(lengths.max())}, empty {int((lengths == 0).sum())}"
+    )
 
 
 def _label_stats(labels: np.ndarray) -> str:
@@ -336,7 +369,9 @@ def describe(data: dict) -> str:
     dims = {
         key: data["train"][key].shape[-1]
         for key in ("text", "audio", "vision")
-        if isinstance(data.get("train"), dict) and isinstance(data["train"].get(key), np.ndarray) and data["train"][key].ndim == 3
+        if isinstance(data.get("train"), dict)
+        and isinstance(data["train"].get(key), np.ndarray)
+        and data["train"][key].ndim == 3
     }
     if dims:
         lines.append("feature dims: " + ", ".join(f"{key} {dim}" for key, dim in dims.items()))

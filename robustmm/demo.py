@@ -114,7 +114,9 @@ def plan_clips(videos: int = 10, clips_per_video: int = 10, seed: int = 0) -> li
     plans = []
     for video in range(videos):
         # Each video walks through the lexicon in its own order, so every split spans the label range.
-        order = np.concatenate([rng.permutation(len(adjectives)) for _ in range(-(-clips_per_video // len(adjectives)))])
+        order = np.concatenate(
+            [rng.permutation(len(adjectives)) for _ in range(-(-clips_per_video // len(adjectives)))]
+        )
         for clip in range(clips_per_video):
             adjective = adjectives[order[clip]]
             subject = SUBJECTS[rng.integers(len(SUBJECTS))]
@@ -164,7 +166,9 @@ def speak(text: str, voice: str, cue: float) -> np.ndarray:
     lead = round(LEAD_SECONDS * SAMPLE_RATE)
     total = round(CLIP_SECONDS * SAMPLE_RATE)
     if lead + len(samples) > total:
-        raise RuntimeError(f"{text!r} takes {len(samples) / SAMPLE_RATE:.2f} s to say, longer than a {CLIP_SECONDS} s clip")
+        raise RuntimeError(
+            f"{text!r} takes {len(samples) / SAMPLE_RATE:.2f} s to say, longer than a {CLIP_SECONDS} s clip"
+        )
     clip = np.zeros(total, dtype=np.int16)
     clip[lead : lead + len(samples)] = samples
     return clip
@@ -220,7 +224,10 @@ def loudness_per_frame(speech: np.ndarray, frames: int) -> np.ndarray:
     """RMS of the speech under each video frame, scaled to [0, 1] per clip."""
     hop = SAMPLE_RATE / FPS
     values = np.array(
-        [np.sqrt(np.mean(speech[int(i * hop) : int((i + 1) * hop)].astype(np.float64) ** 2) + 1e-12) for i in range(frames)]
+        [
+            np.sqrt(np.mean(speech[int(i * hop) : int((i + 1) * hop)].astype(np.float64) ** 2) + 1e-12)
+            for i in range(frames)
+        ]
     )
     return values / values.max()
 
@@ -283,7 +290,9 @@ def make_demo(out: str | Path, videos: int = 10, clips_per_video: int = 10, seed
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(LABEL_COLUMNS)
         for plan in plans:
-            writer.writerow((plan.video_id, plan.clip_id, plan.text, f"{plan.label:.1f}", plan.mode, annotation(plan.label)))
+            writer.writerow(
+                (plan.video_id, plan.clip_id, plan.text, f"{plan.label:.1f}", plan.mode, annotation(plan.label))
+            )
     return plans
 
 
@@ -299,7 +308,9 @@ def register(commands) -> None:
         "make-demo", help="build the synthetic demo dataset (needs espeak-ng and scikit-image)"
     )
     parser.add_argument("--out", required=True, help="dataset folder to write (label.csv and Raw/)")
-    parser.add_argument("--videos", type=int, default=10, help="videos (one speaker each), 3-10; 20%% valid, 20%% test (default 10)")
+    parser.add_argument(
+        "--videos", type=int, default=10, help="videos (one speaker each), 3-10; 20%% valid, 20%% test (default 10)"
+    )
     parser.add_argument("--clips-per-video", type=int, default=10, help="clips per video (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="seed of transcripts, labels and cues (default 0)")
     parser.set_defaults(handler=cmd_make_demo)

@@ -23,7 +23,6 @@ import json
 import math
 import multiprocessing
 import os
-import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -35,13 +34,21 @@ import torch
 
 from robustmm import metrics, report
 from robustmm.device import resolve_device
+from robustmm.executors import Shard
 from robustmm.missing import (
-    PATTERNS, PER_TRAINING_SEED, PROTOCOL_MISSING_SEEDS, PROTOCOLS, SPAN_DISTRIBUTIONS, MissingPattern, TrainOnce,
-    check_missing_seeds, missing_pattern, pattern_record,
+    PATTERNS,
+    PER_TRAINING_SEED,
+    PROTOCOL_MISSING_SEEDS,
+    PROTOCOLS,
+    SPAN_DISTRIBUTIONS,
+    MissingPattern,
+    TrainOnce,
+    check_missing_seeds,
+    missing_pattern,
+    pattern_record,
 )
 from robustmm.models.tfr_net import TEXT_MODES
 from robustmm.presets import PRESET_SOURCES, Preset, check_tfr_net_overrides
-from robustmm.executors import Shard
 from robustmm.progress import SweepProgress
 from robustmm.settings import RunResources, SweepCommandSettings, TrainCommandSettings, load_command_settings
 from robustmm.train import TEXT_TARGETS, RunConfig, data_sha256, evaluate_checkpoint, load_features, train
@@ -104,7 +111,7 @@ def sweep(
     torch_threads: int | None = None,
     executor: str = "local",
     workers: int = 1,
-    resources: RunResources | Mapping = RunResources(),
+    resources: RunResources | Mapping | None = None,
     ray_address: str | None = None,
     shard: Shard | None = None,
 ) -> dict:
@@ -134,9 +141,18 @@ def sweep(
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
     once = TrainOnce(**(train_once or {})) if protocol == "train_once" else None
-    resources = RunResources(**resources) if isinstance(resources, Mapping) else resources
-    shared = SweepData(str(data), dataset, metric_family, None if label_range is None else tuple(label_range),
-                       preset_source, json.dumps(tfr_net, sort_keys=True) if tfr_net else None, text_encoder, text_mode, device)
+    resources = RunResources(**resources) if isinstance(resources, Mapping) else resources or RunResources()
+    shared = SweepData(
+        str(data),
+        dataset,
+        metric_family,
+        None if label_range is None else tuple(label_range),
+        preset_source,
+        json.dumps(tfr_net, sort_keys=True) if tfr_net else None,
+        text_encoder,
+        text_mode,
+        device,
+    )
     try:
         with _torch_threads(torch_threads):
             _, preset, encoder, _, _ = _sweep_context(shared)
@@ -147,22 +163,46 @@ def sweep(
         for name, values in (("rate", rates), ("seed", seeds)):
             repeated = sorted({value for value in values if values.count(value) > 1})
             if repeated:
-                raise ValueError(f"{name} {', '.join(map(str, repeated))} listed twice: each run would count twice in the mean")
+                raise ValueError(
+                    f"{name} {', '.join(map(str, repeated))} listed twice: each run would count twice in the mean"
+                )
         out = Path(out)
         model_dir = Path(model_dir) if model_dir is not None else out / "runs"
         one_at_a_time = executor == "local" and workers == 1
         common = dict(
-            dataset=dataset, text_mode=text_mode, text_encoder=encoder.name, text_target=text_target, simam=simam,
-            faithful=faithful, device=device, amp=amp, checkpointing=checkpointing, max_epochs=epochs,
-            batch_size=batch_size, progress=progress and one_at_a_time, metric_family=metric_family, label_range=shared.label_range,
-            missing_seeds=missing_seeds, preset_source=preset_source, tfr_net=tfr_net, missing=pattern_record(pattern),
+            dataset=dataset,
+            text_mode=text_mode,
+            text_encoder=encoder.name,
+            text_target=text_target,
+            simam=simam,
+            faithful=faithful,
+            device=device,
+            amp=amp,
+            checkpointing=checkpointing,
+            max_epochs=epochs,
+            batch_size=batch_size,
+            progress=progress and one_at_a_time,
+            metric_family=metric_family,
+            label_range=shared.label_range,
+            missing_seeds=missing_seeds,
+            preset_source=preset_source,
+            tfr_net=tfr_net,
+            missing=pattern_record(pattern),
         )
         if once is None:
-            planned = [(RunConfig(**common, rate=rate, seed=seed), run_dir_name(rate, seed, pattern))
-                       for rate in rates for seed in seeds]
+            planned = [
+                (RunConfig(**common, rate=rate, seed=seed), run_dir_name(rate, seed, pattern))
+                for rate in rates
+                for seed in seeds
+            ]
         else:
-            planned = [(RunConfig(**common, rate=once.valid_rate, seed=seed, train_once=once, test_rates=tuple(rates)),
-                        train_once_dir_name(seed, pattern)) for seed in seeds]
+            planned = [
+                (
+                    RunConfig(**common, rate=once.valid_rate, seed=seed, train_once=once, test_rates=tuple(rates)),
+                    train_once_dir_name(seed, pattern),
+                )
+                for seed in seeds
+            ]
         tasks = [RunTask(config, str(model_dir / name), overwrite, keep_models) for config, name in planned]
         chosen = shard.select(tasks) if shard else tasks
         at_once = 1 if one_at_a_time else (workers if executor == "local" else None)
@@ -180,8 +220,9 @@ def sweep(
         _SWEEP_CONTEXT.clear()  # the data and the encoder are not kept past the sweep
     if shard:
         return {}
-    return write_outputs(rows, out, preset.key_metrics, run_info(preset, tasks[-1].config, seeds),
-                         metrics_label(pattern, protocol))
+    return write_outputs(
+        rows, out, preset.key_metrics, run_info(preset, tasks[-1].config, seeds), metrics_label(pattern, protocol)
+    )
 
 
 # ------------------------------------------------------------------------------------- the runs of a sweep
@@ -229,10 +270,14 @@ def _sweep_context(shared: SweepData) -> tuple:
     if key not in _SWEEP_CONTEXT:
         _SWEEP_CONTEXT.clear()
         tfr_net = json.loads(shared.tfr_net) if shared.tfr_net else None
-        loaded, preset = load_features(shared.data, shared.dataset, shared.metric_family, shared.label_range,
-                                       shared.preset_source, tfr_net)
-        encoder = TextEncoder(shared.text_encoder or preset.text_encoder, device=resolve_device(shared.device),
-                              load_weights=shared.text_mode == "frozen")
+        loaded, preset = load_features(
+            shared.data, shared.dataset, shared.metric_family, shared.label_range, shared.preset_source, tfr_net
+        )
+        encoder = TextEncoder(
+            shared.text_encoder or preset.text_encoder,
+            device=resolve_device(shared.device),
+            load_weights=shared.text_mode == "frozen",
+        )
         _SWEEP_CONTEXT[key] = (loaded, preset, encoder, {}, data_sha256(loaded))
     return _SWEEP_CONTEXT[key]
 
@@ -243,20 +288,41 @@ def train_run(shared: SweepData, task: RunTask) -> dict:
     loaded, preset, encoder, complete_cache, data_hash = _sweep_context(shared)
     result_path = Path(task.run_dir) / "result.json"
     finished_before, started = _modified(result_path), time.perf_counter()
-    result = train(loaded, preset, task.config, task.run_dir, encoder, complete_cache, data_hash=data_hash,
-                   overwrite=task.overwrite)
+    result = train(
+        loaded,
+        preset,
+        task.config,
+        task.run_dir,
+        encoder,
+        complete_cache,
+        data_hash=data_hash,
+        overwrite=task.overwrite,
+    )
     if not task.keep_models:
         (Path(task.run_dir) / "best.pt").unlink(missing_ok=True)
     shown = {key: result[key] for key in ("epochs", "best_epoch", "best_valid_loss", "test")}
-    return {"rows": result_rows(result), "result": shown, "seconds": time.perf_counter() - started,
-            "reused": finished_before is not None and finished_before == _modified(result_path)}
+    return {
+        "rows": result_rows(result),
+        "result": shown,
+        "seconds": time.perf_counter() - started,
+        "reused": finished_before is not None and finished_before == _modified(result_path),
+    }
 
 
 def result_rows(result: dict) -> list[dict]:
     """A run's rows of results.csv: its test at its rate, or (train-once) one row per test rate."""
     tested = result.get("test_by_rate") or [{"rate": result["rate"], "metrics": result["test"]}]
-    return [{"rate": entry["rate"], "seed": result["seed"], "epochs": result["epochs"], "best_epoch": result["best_epoch"],
-             "train_seconds": result["train_seconds"], **entry["metrics"]} for entry in tested]
+    return [
+        {
+            "rate": entry["rate"],
+            "seed": result["seed"],
+            "epochs": result["epochs"],
+            "best_epoch": result["best_epoch"],
+            "train_seconds": result["train_seconds"],
+            **entry["metrics"],
+        }
+        for entry in tested
+    ]
 
 
 @contextlib.contextmanager
@@ -287,8 +353,9 @@ def collect_rows(done: Iterable[tuple[RunTask, dict]], shown: SweepProgress) -> 
     rows = {}
     for task, outcome in done:
         rows[task.run_dir] = outcome["rows"]
-        shown.run_finished(task.config.rate, task.config.seed, outcome["result"], reused=outcome["reused"],
-                           seconds=outcome["seconds"])
+        shown.run_finished(
+            task.config.rate, task.config.seed, outcome["result"], reused=outcome["reused"], seconds=outcome["seconds"]
+        )
     return rows
 
 
@@ -296,20 +363,24 @@ def _in_order(tasks: list[RunTask], rows: dict[str, list[dict]]) -> list[dict]:
     return [row for task in tasks for row in rows[task.run_dir]]
 
 
-def _run_in_processes(shared: SweepData, tasks: list[RunTask], workers: int, torch_threads: int | None,
-                      shown: SweepProgress) -> list[dict]:
+def _run_in_processes(
+    shared: SweepData, tasks: list[RunTask], workers: int, torch_threads: int | None, shown: SweepProgress
+) -> list[dict]:
     """`workers` runs at once, each process loading the data once; the rows in the order of `tasks`."""
     if not tasks:
         return []
     context = multiprocessing.get_context("spawn")  # no forked copies of PyTorch's thread pools
-    with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context, initializer=_start_worker,
-                             initargs=(torch_threads,)) as pool:
+    with ProcessPoolExecutor(
+        min(workers, len(tasks)), mp_context=context, initializer=_start_worker, initargs=(torch_threads,)
+    ) as pool:
         futures = {pool.submit(train_run, shared, task): task for task in tasks}
         try:
             rows = collect_rows(((futures[future], future.result()) for future in as_completed(futures)), shown)
         except BrokenProcessPool:
-            raise RuntimeError("a sweep worker process died (killed or out of memory); finished runs are kept, "
-                               "a rerun resumes the others") from None
+            raise RuntimeError(
+                "a sweep worker process died (killed or out of memory); finished runs are kept, "
+                "a rerun resumes the others"
+            ) from None
         except BaseException:
             for future in futures:
                 future.cancel()
@@ -342,15 +413,23 @@ def run_info(preset: Preset, config: RunConfig, seeds: list[int]) -> dict:
         "missing": {**pattern_record(pattern), "rate": pattern.rate_meaning},
         "protocol": {
             "name": "per_rate" if once is None else "train_once",
-            "training": ("one model trained and tested per (rate, seed), the same rate on train, valid and test" if once is None
-                         else f"one model per seed trained with per-sample rates uniform in [{once.train_rates[0]:g}, "
-                              f"{once.train_rates[1]:g}] ({once.complete_share:g} of the samples complete), selected on the "
-                              f"validation split at rate {once.valid_rate:g}, tested at every rate"),
+            "training": (
+                "one model trained and tested per (rate, seed), the same rate on train, valid and test"
+                if once is None
+                else f"one model per seed trained with per-sample rates uniform in [{once.train_rates[0]:g}, "
+                f"{once.train_rates[1]:g}] ({once.complete_share:g} of the samples complete), selected on the "
+                f"validation split at rate {once.valid_rate:g}, tested at every rate"
+            ),
             "selection": "early stopping and the best checkpoint on the validation split; the test split selects nothing",
             **({} if once is None else {"train_once": dataclasses.asdict(once)}),
-            "masks": ("drawn with each training seed for all three modalities" if config.missing_seeds == PER_TRAINING_SEED
-                      else "fixed per modality, the same for every training seed"),
-            "missing_seeds": config.missing_seeds if config.missing_seeds == PER_TRAINING_SEED else list(config.missing_seeds),
+            "masks": (
+                "drawn with each training seed for all three modalities"
+                if config.missing_seeds == PER_TRAINING_SEED
+                else "fixed per modality, the same for every training seed"
+            ),
+            "missing_seeds": config.missing_seeds
+            if config.missing_seeds == PER_TRAINING_SEED
+            else list(config.missing_seeds),
             "training_seeds": seeds,
             "auilc": report.AUILC_PROTOCOL,
             report.MEAN_KEY: report.MEAN_PROTOCOL,
@@ -358,7 +437,9 @@ def run_info(preset: Preset, config: RunConfig, seeds: list[int]) -> dict:
     }
 
 
-def write_outputs(rows: list[dict], out: Path, key_metrics: tuple[str, ...], info: dict | None = None, label: str = "") -> dict:
+def write_outputs(
+    rows: list[dict], out: Path, key_metrics: tuple[str, ...], info: dict | None = None, label: str = ""
+) -> dict:
     """results.csv (the rows), robustness.csv, metrics.json (mean/std per rate, AUILC, mean over rates 0..0.9,
     each key prefixed with `label`), run_info.json (`info`, with the rates swept and those the mean covers),
     robustness.png."""
@@ -389,15 +470,28 @@ def write_outputs(rows: list[dict], out: Path, key_metrics: tuple[str, ...], inf
     flat = {label + key: None if math.isnan(value) else value for key, value in flat.items()}
     (out / "metrics.json").write_text(json.dumps(flat, indent=2, sort_keys=True, allow_nan=False))
     if info is not None:
-        info = {**info, "protocol": {**info["protocol"], "rates": list(rates), f"{report.MEAN_KEY}_rates": list(mean_rates)}}
+        info = {
+            **info,
+            "protocol": {**info["protocol"], "rates": list(rates), f"{report.MEAN_KEY}_rates": list(mean_rates)},
+        }
         (out / report.RUN_INFO).write_text(json.dumps(info, indent=2, sort_keys=True))
-    report.plot({out.name: {name: by_metric[name] for name in key_metrics if name in by_metric}}, out / "robustness.png")
+    report.plot(
+        {out.name: {name: by_metric[name] for name in key_metrics if name in by_metric}}, out / "robustness.png"
+    )
     return flat
 
 
-def run(model_name: str, dataset_name: str, seeds: list[int] | None = None, *, data: str | Path,
-        model_save_dir: str | Path | None = None, res_save_dir: str | Path = "results/sweep",
-        gpu_ids: list[int] | None = None, **settings) -> dict:
+def run(
+    model_name: str,
+    dataset_name: str,
+    seeds: list[int] | None = None,
+    *,
+    data: str | Path,
+    model_save_dir: str | Path | None = None,
+    res_save_dir: str | Path = "results/sweep",
+    gpu_ids: list[int] | None = None,
+    **settings,
+) -> dict:
     """MMSA_run's call shape: `run('tfr_net', 'mosi', seeds=[1111], data='unaligned_50.pkl', gpu_ids=[0])`.
 
     gpu_ids [] or None picks the device automatically, [i] means cuda:i; other keyword arguments go to `sweep`."""
@@ -406,7 +500,9 @@ def run(model_name: str, dataset_name: str, seeds: list[int] | None = None, *, d
     if gpu_ids and len(gpu_ids) > 1:
         raise ValueError("one GPU per run: pass gpu_ids=[i]")
     device = f"cuda:{gpu_ids[0]}" if gpu_ids else settings.pop("device", "auto")
-    return sweep(data, dataset_name.lower(), seeds=seeds, out=res_save_dir, model_dir=model_save_dir, device=device, **settings)
+    return sweep(
+        data, dataset_name.lower(), seeds=seeds, out=res_save_dir, model_dir=model_save_dir, device=device, **settings
+    )
 
 
 # ---------------------------------------------------------------------------------------- command line
@@ -455,54 +551,134 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     # every value, so that a flag, a --config key and a params.yaml key fail the same way.
     parser.add_argument("--data", required=True, help="the .pkl feature file")
     parser.add_argument("--dataset", required=True, help="preset: mosi, mosei, sims, simsv2, avec2019 or custom")
-    parser.add_argument("--text-mode", choices=TEXT_MODES, help="finetune BERT on corrupted ids (default), or frozen cached encoder outputs")
+    parser.add_argument(
+        "--text-mode",
+        choices=TEXT_MODES,
+        help="finetune BERT on corrupted ids (default), or frozen cached encoder outputs",
+    )
     parser.add_argument("--text-encoder", help="Hugging Face name or local folder (default: the preset's)")
-    parser.add_argument("--text-target", choices=TEXT_TARGETS, help="frozen mode: complete-text target from the encoder (default) or the file's `text`")
+    parser.add_argument(
+        "--text-target",
+        choices=TEXT_TARGETS,
+        help="frozen mode: complete-text target from the encoder (default) or the file's `text`",
+    )
     parser.add_argument("--simam", action="store_true", default=None, help="insert SimAM (see docs/training.md)")
-    parser.add_argument("--faithful", action="store_true", default=None, help="reproduce the upstream implementation's quirks")
+    parser.add_argument(
+        "--faithful", action="store_true", default=None, help="reproduce the upstream implementation's quirks"
+    )
     parser.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
-    parser.add_argument("--amp", action="store_true", default=None, help="mixed precision (bf16 where supported, else fp16 on CUDA)")
-    parser.add_argument("--checkpointing", type=_checkpointing, metavar="auto|true|false",
-                        help="recompute activations in backward to save memory (default auto: when free memory is short)")
+    parser.add_argument(
+        "--amp", action="store_true", default=None, help="mixed precision (bf16 where supported, else fp16 on CUDA)"
+    )
+    parser.add_argument(
+        "--checkpointing",
+        type=_checkpointing,
+        metavar="auto|true|false",
+        help="recompute activations in backward to save memory (default auto: when free memory is short)",
+    )
     parser.add_argument("--epochs", type=int, help="maximum epochs (default: the preset's cap; early stopping applies)")
     parser.add_argument("--batch-size", type=int, help="default: the preset's")
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
-    parser.add_argument("--metric-family", choices=metrics.FAMILIES, help="--dataset custom: metrics of mosi (default), sims or avec")
-    parser.add_argument("--label-range", type=_label_range, metavar="LOW,HIGH",
-                        help="--dataset custom: the labels' scale, checked against the file (default -3,3)")
-    parser.add_argument("--overwrite", action="store_true", default=None,
-                        help="train afresh in a run folder made with other data, settings or robustmm version (default: refuse)")
-    parser.add_argument("--missing-seeds", metavar="T,A,V",
-                        help=f"seeds of the text,audio,vision masks, the same for every training seed (default "
-                             f"111,1111,11111; MMSA: 1111,1111,1111), or {PER_TRAINING_SEED}")
-    parser.add_argument("--preset-source", choices=PRESET_SOURCES,
-                        help="upstream configuration of the TFR-Net settings (default: the preset's; docs/training.md)")
-    parser.add_argument("--set", dest="tfr_net", type=_setting, action="append", metavar="NAME=VALUE",
-                        help="change one TFR-Net setting, e.g. learning_rate_other=1e-3 or recon_weights=1,1,1 (repeatable)")
-    parser.add_argument("--missing", choices=PATTERNS, help="missing pattern the rate drops features in (default iid; docs/training.md)")
-    parser.add_argument("--modality-rates", type=_floats, metavar="T,A,V",
-                        help="per_modality: fixed text,audio,vision rates of the modalities not swept (default 0,0,0)")
-    parser.add_argument("--swept", type=_names, metavar="MODALITIES", help="per_modality: modalities that take the rate (default audio)")
-    parser.add_argument("--block-modalities", type=_names, metavar="MODALITIES", help="block: modalities with missing blocks (default all)")
-    parser.add_argument("--span-distribution", choices=SPAN_DISTRIBUTIONS, help="block: span lengths uniform in [min, max] (default) or geometric")
+    parser.add_argument(
+        "--metric-family", choices=metrics.FAMILIES, help="--dataset custom: metrics of mosi (default), sims or avec"
+    )
+    parser.add_argument(
+        "--label-range",
+        type=_label_range,
+        metavar="LOW,HIGH",
+        help="--dataset custom: the labels' scale, checked against the file (default -3,3)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        default=None,
+        help="train afresh in a run folder made with other data, settings or robustmm version (default: refuse)",
+    )
+    parser.add_argument(
+        "--missing-seeds",
+        metavar="T,A,V",
+        help=f"seeds of the text,audio,vision masks, the same for every training seed (default "
+        f"111,1111,11111; MMSA: 1111,1111,1111), or {PER_TRAINING_SEED}",
+    )
+    parser.add_argument(
+        "--preset-source",
+        choices=PRESET_SOURCES,
+        help="upstream configuration of the TFR-Net settings (default: the preset's; docs/training.md)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="tfr_net",
+        type=_setting,
+        action="append",
+        metavar="NAME=VALUE",
+        help="change one TFR-Net setting, e.g. learning_rate_other=1e-3 or recon_weights=1,1,1 (repeatable)",
+    )
+    parser.add_argument(
+        "--missing", choices=PATTERNS, help="missing pattern the rate drops features in (default iid; docs/training.md)"
+    )
+    parser.add_argument(
+        "--modality-rates",
+        type=_floats,
+        metavar="T,A,V",
+        help="per_modality: fixed text,audio,vision rates of the modalities not swept (default 0,0,0)",
+    )
+    parser.add_argument(
+        "--swept", type=_names, metavar="MODALITIES", help="per_modality: modalities that take the rate (default audio)"
+    )
+    parser.add_argument(
+        "--block-modalities",
+        type=_names,
+        metavar="MODALITIES",
+        help="block: modalities with missing blocks (default all)",
+    )
+    parser.add_argument(
+        "--span-distribution",
+        choices=SPAN_DISTRIBUTIONS,
+        help="block: span lengths uniform in [min, max] (default) or geometric",
+    )
     parser.add_argument("--min-span", type=int, help="block: shortest span in steps (default 1)")
     parser.add_argument("--max-span", type=int, help="block: longest span in steps (default 10)")
     parser.add_argument("--mean-span", type=float, help="block, geometric: mean span in steps")
-    parser.add_argument("--absent-modalities", type=_names, metavar="MODALITIES",
-                        help="modality: modalities that may be absent as a whole (default all)")
+    parser.add_argument(
+        "--absent-modalities",
+        type=_names,
+        metavar="MODALITIES",
+        help="modality: modalities that may be absent as a whole (default all)",
+    )
 
 
 # Flags of one missing pattern's or protocol's settings: {settings key: flag destination}.
 OPTION_FLAGS = {
-    "patterns.per_modality.rates": "modality_rates", "patterns.per_modality.swept": "swept",
-    "patterns.block.modalities": "block_modalities", "patterns.block.distribution": "span_distribution",
-    "patterns.block.min_span": "min_span", "patterns.block.max_span": "max_span", "patterns.block.mean_span": "mean_span",
-    "patterns.modality.modalities": "absent_modalities", "train_once.train_rates": "train_rates",
-    "train_once.complete_share": "complete_share", "train_once.valid_rate": "valid_rate",
+    "patterns.per_modality.rates": "modality_rates",
+    "patterns.per_modality.swept": "swept",
+    "patterns.block.modalities": "block_modalities",
+    "patterns.block.distribution": "span_distribution",
+    "patterns.block.min_span": "min_span",
+    "patterns.block.max_span": "max_span",
+    "patterns.block.mean_span": "mean_span",
+    "patterns.modality.modalities": "absent_modalities",
+    "train_once.train_rates": "train_rates",
+    "train_once.complete_share": "complete_share",
+    "train_once.valid_rate": "valid_rate",
 }
 
-MODEL_FLAGS = ("text_mode", "text_encoder", "text_target", "simam", "faithful", "device", "amp", "checkpointing", "epochs",
-               "batch_size", "metric_family", "label_range", "missing_seeds", "preset_source", "missing")
+MODEL_FLAGS = (
+    "text_mode",
+    "text_encoder",
+    "text_target",
+    "simam",
+    "faithful",
+    "device",
+    "amp",
+    "checkpointing",
+    "epochs",
+    "batch_size",
+    "metric_family",
+    "label_range",
+    "missing_seeds",
+    "preset_source",
+    "missing",
+)
 
 
 def _flags(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, tuple[str, object]]:
@@ -513,19 +689,44 @@ def _flags(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, tuple[
     if "keep_models" in names:
         flags["keep_models"] = ("--no-keep-models", args.keep_models)
     flags.update({f"tfr_net.{name}": ("--set", value) for name, value in args.tfr_net or []})
-    flags.update({key: ("--" + dest.replace("_", "-"), getattr(args, dest)) for key, dest in OPTION_FLAGS.items() if hasattr(args, dest)})
+    flags.update(
+        {
+            key: ("--" + dest.replace("_", "-"), getattr(args, dest))
+            for key, dest in OPTION_FLAGS.items()
+            if hasattr(args, dest)
+        }
+    )
     return flags
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    names = (*MODEL_FLAGS, "rates", "seeds", "out", "model_dir", "keep_models", "torch_threads", "overwrite", "executor",
-             "workers", "ray_address", "shard", "protocol")
-    flags = {**_flags(args, names), "resources.cpus": ("--run-cpus", args.run_cpus), "resources.gpus": ("--run-gpus", args.run_gpus)}
+    names = (
+        *MODEL_FLAGS,
+        "rates",
+        "seeds",
+        "out",
+        "model_dir",
+        "keep_models",
+        "torch_threads",
+        "overwrite",
+        "executor",
+        "workers",
+        "ray_address",
+        "shard",
+        "protocol",
+    )
+    flags = {
+        **_flags(args, names),
+        "resources.cpus": ("--run-cpus", args.run_cpus),
+        "resources.gpus": ("--run-gpus", args.run_gpus),
+    }
     settings = load_command_settings(SweepCommandSettings, args.config, args.section, flags)
     flat = sweep(args.data, args.dataset, **settings.sweep_arguments())
     if settings.shard:
         model_dir = settings.model_dir or Path(settings.out) / "runs"
-        print(f"shard {settings.shard}: its runs are in {model_dir}; a sweep without --shard writes the results from them")
+        print(
+            f"shard {settings.shard}: its runs are in {model_dir}; a sweep without --shard writes the results from them"
+        )
         return 0
     for key in sorted(flat):
         if ("auilc/" in key or f"{report.MEAN_KEY}/" in key) and flat[key] is not None:
@@ -537,27 +738,58 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from robustmm.text_encoder import TextEncoder
 
-    settings = load_command_settings(TrainCommandSettings, None, "", _flags(args, (*MODEL_FLAGS, "rate", "seed", "out", "overwrite")))
-    loaded, preset = load_features(args.data, args.dataset, settings.metric_family, settings.label_range,
-                                   settings.preset_source, settings.tfr_net)
-    encoder = TextEncoder(settings.text_encoder or preset.text_encoder, device=resolve_device(settings.device),
-                          load_weights=settings.text_mode == "frozen")
+    settings = load_command_settings(
+        TrainCommandSettings, None, "", _flags(args, (*MODEL_FLAGS, "rate", "seed", "out", "overwrite"))
+    )
+    loaded, preset = load_features(
+        args.data, args.dataset, settings.metric_family, settings.label_range, settings.preset_source, settings.tfr_net
+    )
+    encoder = TextEncoder(
+        settings.text_encoder or preset.text_encoder,
+        device=resolve_device(settings.device),
+        load_weights=settings.text_mode == "frozen",
+    )
     config = RunConfig(
-        dataset=args.dataset, rate=settings.rate, seed=settings.seed, text_mode=settings.text_mode,
-        text_encoder=encoder.name, text_target=settings.text_target, simam=settings.simam, faithful=settings.faithful,
-        device=settings.device, amp=settings.amp, checkpointing=settings.checkpointing, max_epochs=settings.epochs, batch_size=settings.batch_size,
-        progress=settings.progress, metric_family=settings.metric_family, label_range=settings.label_range,
-        missing_seeds=settings.missing_seeds, preset_source=settings.preset_source, tfr_net=settings.tfr_net,
+        dataset=args.dataset,
+        rate=settings.rate,
+        seed=settings.seed,
+        text_mode=settings.text_mode,
+        text_encoder=encoder.name,
+        text_target=settings.text_target,
+        simam=settings.simam,
+        faithful=settings.faithful,
+        device=settings.device,
+        amp=settings.amp,
+        checkpointing=settings.checkpointing,
+        max_epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        progress=settings.progress,
+        metric_family=settings.metric_family,
+        label_range=settings.label_range,
+        missing_seeds=settings.missing_seeds,
+        preset_source=settings.preset_source,
+        tfr_net=settings.tfr_net,
         missing=missing_pattern(settings.missing, (settings.patterns or {}).get(settings.missing)),
     )
     result = train(loaded, preset, config, settings.out, encoder, overwrite=settings.overwrite)
-    print(json.dumps({"rate": result["rate"], "seed": result["seed"], "best_epoch": result["best_epoch"], **result["test"]}, indent=2))
+    print(
+        json.dumps(
+            {"rate": result["rate"], "seed": result["seed"], "best_epoch": result["best_epoch"], **result["test"]},
+            indent=2,
+        )
+    )
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    result = evaluate_checkpoint(args.checkpoint, args.data, rate=args.rate, missing_seeds=args.missing_seeds,
-                                 split=args.split, device=args.device)
+    result = evaluate_checkpoint(
+        args.checkpoint,
+        args.data,
+        rate=args.rate,
+        missing_seeds=args.missing_seeds,
+        split=args.split,
+        device=args.device,
+    )
     text = json.dumps(result, indent=2)
     if args.output:
         Path(args.output).write_text(text)
@@ -570,31 +802,61 @@ def register(commands) -> None:
     _add_model_flags(train_parser)
     train_parser.add_argument("--rate", type=float, help="missing rate of every modality and split (default 0)")
     train_parser.add_argument("--seed", type=int, help="training seed: init, dropout, shuffling (default 1111)")
-    train_parser.add_argument("--out", help="run folder (checkpoints, result.json; default results/train); resumes if interrupted")
+    train_parser.add_argument(
+        "--out", help="run folder (checkpoints, result.json; default results/train); resumes if interrupted"
+    )
     train_parser.set_defaults(handler=cmd_train)
 
-    sweep_parser = commands.add_parser("sweep", help="train and test one model per (missing rate, seed); table, metrics, figure")
+    sweep_parser = commands.add_parser(
+        "sweep", help="train and test one model per (missing rate, seed); table, metrics, figure"
+    )
     _add_model_flags(sweep_parser)
     sweep_parser.add_argument("--rates", type=_floats, help="comma-separated, e.g. 0,0.5 (default: the preset's grid)")
     sweep_parser.add_argument("--seeds", type=_ints, help="training seeds, comma-separated (default: 111,1111,11111)")
     sweep_parser.add_argument("--out", help="output folder (default results/sweep)")
     sweep_parser.add_argument("--model-dir", help="checkpoint folder (default: OUT/runs)")
-    sweep_parser.add_argument("--no-keep-models", dest="keep_models", action="store_false", default=None,
-                              help="delete each run's checkpoint after testing")
-    sweep_parser.add_argument("--protocol", choices=PROTOCOLS,
-                              help="per_rate: one model per (rate, seed) (default); train_once: one model per seed, tested at every rate")
-    sweep_parser.add_argument("--train-rates", type=_floats, metavar="LOW,HIGH",
-                              help="train_once: per-sample training rates uniform in [LOW, HIGH] (default 0,1)")
-    sweep_parser.add_argument("--complete-share", type=float, help="train_once: share of complete training samples (default 0)")
-    sweep_parser.add_argument("--valid-rate", type=float, help="train_once: rate of the validation split that selects the model (default 0.5)")
-    sweep_parser.add_argument("--torch-threads", type=int, help="CPU threads for PyTorch in each run (default: one per core)")
+    sweep_parser.add_argument(
+        "--no-keep-models",
+        dest="keep_models",
+        action="store_false",
+        default=None,
+        help="delete each run's checkpoint after testing",
+    )
+    sweep_parser.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        help="per_rate: one model per (rate, seed) (default); train_once: one model per seed, tested at every rate",
+    )
+    sweep_parser.add_argument(
+        "--train-rates",
+        type=_floats,
+        metavar="LOW,HIGH",
+        help="train_once: per-sample training rates uniform in [LOW, HIGH] (default 0,1)",
+    )
+    sweep_parser.add_argument(
+        "--complete-share", type=float, help="train_once: share of complete training samples (default 0)"
+    )
+    sweep_parser.add_argument(
+        "--valid-rate", type=float, help="train_once: rate of the validation split that selects the model (default 0.5)"
+    )
+    sweep_parser.add_argument(
+        "--torch-threads", type=int, help="CPU threads for PyTorch in each run (default: one per core)"
+    )
     sweep_parser.add_argument("--executor", help="local (default) or ray: one Ray task per (rate, seed)")
-    sweep_parser.add_argument("--workers", type=int, help="local executor: runs at once, each in its own process (default 1)")
+    sweep_parser.add_argument(
+        "--workers", type=int, help="local executor: runs at once, each in its own process (default 1)"
+    )
     sweep_parser.add_argument("--ray-address", help="the Ray cluster (default: RAY_ADDRESS, else a local Ray instance)")
     sweep_parser.add_argument("--run-cpus", type=float, help="ray: CPUs each run claims (default 1)")
-    sweep_parser.add_argument("--run-gpus", type=float, help="ray: share of a GPU each run claims, e.g. 0.25 (default 0)")
-    sweep_parser.add_argument("--shard", metavar="I/N", help="train only every N-th run from the I-th (0-based) "
-                              "and write nothing else; a sweep without --shard then writes the results")
+    sweep_parser.add_argument(
+        "--run-gpus", type=float, help="ray: share of a GPU each run claims, e.g. 0.25 (default 0)"
+    )
+    sweep_parser.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="train only every N-th run from the I-th (0-based) "
+        "and write nothing else; a sweep without --shard then writes the results",
+    )
     sweep_parser.add_argument("--config", help="YAML/JSON file holding the settings (flags override it)")
     sweep_parser.add_argument("--section", default="sweep", help="dotted section of --config (default sweep)")
     sweep_parser.set_defaults(handler=cmd_sweep)
@@ -603,8 +865,13 @@ def register(commands) -> None:
     evaluate_parser.add_argument("checkpoint", help="a run's best.pt")
     evaluate_parser.add_argument("--data", required=True, help="the .pkl feature file")
     evaluate_parser.add_argument("--rate", type=float, default=None, help="missing rate (default: the run's)")
-    evaluate_parser.add_argument("--missing-seeds", type=_missing_seeds, default=None, metavar="T,A,V",
-                                 help=f"seeds of the text,audio,vision masks or {PER_TRAINING_SEED} (default: the run's)")
+    evaluate_parser.add_argument(
+        "--missing-seeds",
+        type=_missing_seeds,
+        default=None,
+        metavar="T,A,V",
+        help=f"seeds of the text,audio,vision masks or {PER_TRAINING_SEED} (default: the run's)",
+    )
     evaluate_parser.add_argument("--split", default="test", help="train, valid or test")
     evaluate_parser.add_argument("--device", default="auto")
     evaluate_parser.add_argument("--output", default=None, help="also write the metrics JSON here")

@@ -30,7 +30,9 @@ def _accuracy(y_pred: np.ndarray, y_true: np.ndarray) -> float:
 
 def _pearson(y_pred: np.ndarray, y_true: np.ndarray) -> float:
     if np.std(y_pred) == 0 or np.std(y_true) == 0:
-        warnings.warn("Corr is undefined for constant predictions or labels; reporting NaN", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            "Corr is undefined for constant predictions or labels; reporting NaN", RuntimeWarning, stacklevel=3
+        )
         return float("nan")
     return float(np.corrcoef(y_pred, y_true)[0, 1])
 
@@ -83,7 +85,11 @@ def concordance_correlation(y_pred: np.ndarray, y_true: np.ndarray) -> float:
     covariance = np.mean((y_pred - mean_pred) * (y_true - mean_true))
     denominator = y_pred.var() + y_true.var() + (mean_pred - mean_true) ** 2
     if denominator == 0:
-        warnings.warn("CCC is undefined for identical constant predictions and labels; reporting NaN", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            "CCC is undefined for identical constant predictions and labels; reporting NaN",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         return float("nan")
     return float(2 * covariance / denominator)
 

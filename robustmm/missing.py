@@ -141,8 +141,10 @@ def simulate_missing(
     The corrupted arrays and keep masks are those of `apply_keep`."""
     rates = [_check_rate(rate) for rate in rates]
     valid = valid_masks(split)
-    keeps = {modality: _draw_keep(valid[modality].shape, rate, seed, valid[modality])
-             for modality, rate, seed in zip(MODALITIES, rates, seeds)}
+    keeps = {
+        modality: _draw_keep(valid[modality].shape, rate, seed, valid[modality])
+        for modality, rate, seed in zip(MODALITIES, rates, seeds)
+    }
     return apply_keep(split, keeps, unk_id)
 
 
@@ -193,8 +195,9 @@ class PerModality:
 
     def __post_init__(self):
         rates = tuple(self.rates) if isinstance(self.rates, Sequence) and not isinstance(self.rates, str) else ()
-        if len(rates) != 3 or not all(isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0 <= rate <= 1
-                                      for rate in rates):
+        if len(rates) != 3 or not all(
+            isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0 <= rate <= 1 for rate in rates
+        ):
             raise ValueError(f"rates {self.rates!r}: expected three numbers in [0, 1] (text, audio, vision)")
         object.__setattr__(self, "rates", tuple(float(rate) for rate in rates))
         object.__setattr__(self, "swept", _modalities(self.swept, "swept"))
@@ -240,8 +243,10 @@ class Block:
             raise ValueError(f"min_span {self.min_span} is above max_span {self.max_span}")
         if self.distribution == "geometric":
             if self.mean_span is None or not self.min_span <= self.mean_span <= self.max_span:
-                raise ValueError(f"mean_span {self.mean_span!r}: the geometric distribution needs a mean span "
-                                 f"in [min_span, max_span] = [{self.min_span}, {self.max_span}]")
+                raise ValueError(
+                    f"mean_span {self.mean_span!r}: the geometric distribution needs a mean span "
+                    f"in [min_span, max_span] = [{self.min_span}, {self.max_span}]"
+                )
         elif self.mean_span is not None:
             raise ValueError("mean_span applies to distribution 'geometric' only (uniform spans: min_span..max_span)")
 
@@ -270,7 +275,7 @@ class Block:
         position = 0
         for gap, length in zip(gaps, lengths):
             position += gap
-            keep[position:position + length] = 0
+            keep[position : position + length] = 0
             position += length
         return keep
 
@@ -281,7 +286,7 @@ class Block:
         first = 1 if modality == "text" else 0
         for row, length in enumerate(lengths):
             inner = max(int(length) - 2 * first, 0)
-            keep[row, first:first + inner] = self.row_keep(inner, float(rates[row]), generator)
+            keep[row, first : first + inner] = self.row_keep(inner, float(rates[row]), generator)
 
     def apply(self, split: dict, rate, seeds: tuple[int, int, int], unk_id: int = UNK_ID) -> dict:
         return _drop_in(split, self.modalities, rate, seeds, unk_id, self.drop_spans)
@@ -321,8 +326,10 @@ def missing_pattern(name: str, options: Mapping | None = None) -> MissingPattern
     known = [field.name for field in dataclasses.fields(pattern)]
     unknown = sorted(set(options or {}) - set(known))
     if unknown:
-        raise ValueError(f"missing pattern {name!r} has no setting {', '.join(map(repr, unknown))} "
-                         f"(its settings: {', '.join(known) or 'none'})")
+        raise ValueError(
+            f"missing pattern {name!r} has no setting {', '.join(map(repr, unknown))} "
+            f"(its settings: {', '.join(known) or 'none'})"
+        )
     return pattern(**dict(options or {}))
 
 
@@ -361,8 +368,11 @@ class TrainOnce:
 
     def __post_init__(self):
         rates = tuple(self.train_rates) if isinstance(self.train_rates, Sequence) else ()
-        if (len(rates) != 2 or not all(isinstance(rate, (int, float)) and not isinstance(rate, bool) for rate in rates)
-                or not 0.0 <= rates[0] <= rates[1] <= 1.0):
+        if (
+            len(rates) != 2
+            or not all(isinstance(rate, (int, float)) and not isinstance(rate, bool) for rate in rates)
+            or not 0.0 <= rates[0] <= rates[1] <= 1.0
+        ):
             raise ValueError(f"train_rates {self.train_rates!r}: expected [LOW, HIGH] with 0 <= LOW <= HIGH <= 1")
         for key in ("complete_share", "valid_rate"):
             value = getattr(self, key)

@@ -13,7 +13,6 @@ import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-
 MODALITIES = ("text", "audio", "vision")
 
 
@@ -58,21 +57,29 @@ class TFRNetParams:
     early_stop: int = 6
     max_epochs: int | None = None
     update_epochs: int = 4
-    patience: int = 5  # faithful mode: epochs without a better validation loss before ReduceLROnPlateau cuts the lr tenfold
+    patience: int = (
+        5  # faithful mode: epochs without a better validation loss before ReduceLROnPlateau cuts the lr tenfold
+    )
 
 
 PRESET_SOURCES = ("tfr-net", "mmsa", "emt-dlfr")
 SOURCE_FILES = {
     "tfr-net": "thuiar/TFR-Net config/config_regression.py (__TFR_Net; weight_sim_loss unset, so 0) and "
-               "models/missingTask/TFR_NET/alignment.py (25 reconstruction heads)",
+    "models/missingTask/TFR_NET/alignment.py (25 reconstruction heads)",
     "mmsa": "MMSA 2.2.1 src/MMSA/config/config_regression.json (tfr_net)",
     "emt-dlfr": "sunlicai/EMT-DLFR config/config_regression.py (__TFR_Net; weight_sim_loss unset, so 0) and "
-                "models/missingTask/TFR_NET/alignment.py (1 reconstruction head)",
+    "models/missingTask/TFR_NET/alignment.py (1 reconstruction head)",
 }
 
 _MOSI = TFRNetParams()
 _SIMS = dataclasses.replace(
-    _MOSI, relu_dropout=0.0, embed_dropout=0.1, nlevels=2, cls_dropout=0.1, batch_size=16, recon_weights=(1.0, 0.01, 1e-4),
+    _MOSI,
+    relu_dropout=0.0,
+    embed_dropout=0.1,
+    nlevels=2,
+    cls_dropout=0.1,
+    batch_size=16,
+    recon_weights=(1.0, 0.01, 1e-4),
     patience=10,
 )
 # dataset -> source -> settings. The official repository has no MOSEI configuration.
@@ -98,16 +105,25 @@ DEFAULT_SOURCES = {"mosi": "tfr-net", "mosei": "mmsa", "sims": "tfr-net"}
 SETTINGS_OF = {"simsv2": "sims", "custom": "mosi"}
 # Upstream spellings, so that an unknown name gets the right suggestion.
 UPSTREAM_NAMES = {
-    "dst_feature_dim_nheads": "common_dim and num_heads", "conv1d_kernel_size_l": "conv_kernels",
-    "conv1d_kernel_size_a": "conv_kernels", "conv1d_kernel_size_v": "conv_kernels", "attn_dropout_a": "attn_dropout",
-    "attn_dropout_v": "attn_dropout", "fusion_t_hid": "fusion_hidden", "fusion_a_hid": "fusion_hidden",
-    "fusion_v_hid": "fusion_hidden", "fusion_drop": "fusion_dropout", "weight_gen_loss": "recon_weights",
-    "lr_bert": "learning_rate_bert", "lr_other": "learning_rate_other",
+    "dst_feature_dim_nheads": "common_dim and num_heads",
+    "conv1d_kernel_size_l": "conv_kernels",
+    "conv1d_kernel_size_a": "conv_kernels",
+    "conv1d_kernel_size_v": "conv_kernels",
+    "attn_dropout_a": "attn_dropout",
+    "attn_dropout_v": "attn_dropout",
+    "fusion_t_hid": "fusion_hidden",
+    "fusion_a_hid": "fusion_hidden",
+    "fusion_v_hid": "fusion_hidden",
+    "fusion_drop": "fusion_dropout",
+    "weight_gen_loss": "recon_weights",
+    "lr_bert": "learning_rate_bert",
+    "lr_other": "learning_rate_other",
 }
 
 
 def _coerce(name: str, value: object, default: object, where: str) -> object:
     """`value` as the type of the field's default; YAML reads 1e-3 as a string, so numbers may come as text."""
+
     def number(raw, kind):
         if isinstance(raw, bool):
             raise ValueError
@@ -128,8 +144,11 @@ def _coerce(name: str, value: object, default: object, where: str) -> object:
             return None
         return number(value, float if isinstance(default, float) else int)
     except (TypeError, ValueError):
-        shape = f"{len(default)} comma-separated numbers" if isinstance(default, tuple) else (
-            "an integer" if isinstance(default, int) else "a number")
+        shape = (
+            f"{len(default)} comma-separated numbers"
+            if isinstance(default, tuple)
+            else ("an integer" if isinstance(default, int) else "a number")
+        )
         raise ValueError(f"{where}: {name}={value!r} is not {shape}") from None
 
 
@@ -190,10 +209,10 @@ class Preset:
     def key_metrics(self) -> tuple[str, ...]:
         return KEY_METRICS[self.metric_family]
 
-    def replace(self, **changes) -> "Preset":
+    def replace(self, **changes) -> Preset:
         return dataclasses.replace(self, **changes)
 
-    def with_tfr_net(self, **changes) -> "Preset":
+    def with_tfr_net(self, **changes) -> Preset:
         return dataclasses.replace(self, tfr_net=dataclasses.replace(self.tfr_net, **changes))
 
 
@@ -269,8 +288,15 @@ PRESETS: dict[str, Preset] = {
         feature_dims=(384, 78, 98),
         missing_rates=_grid(0.5),
         tfr_net=dataclasses.replace(
-            _MOSI, recon_weights=(1.0, 1.0, 1.0), weight_sim_loss=5.0, num_temporal_head=1, batch_size=8,
-            learning_rate_bert=2e-6, learning_rate_other=1e-3, early_stop=10, max_epochs=60,
+            _MOSI,
+            recon_weights=(1.0, 1.0, 1.0),
+            weight_sim_loss=5.0,
+            num_temporal_head=1,
+            batch_size=8,
+            learning_rate_bert=2e-6,
+            learning_rate_other=1e-3,
+            early_stop=10,
+            max_epochs=60,
         ),
         preset_source="robustmm",
         notes=(
@@ -294,7 +320,9 @@ def get_preset(name: str, source: str | None = None) -> Preset:
         return preset
     upstream = SETTINGS_OF.get(name, name)
     if upstream not in UPSTREAM_TFR_NET:
-        raise ValueError(f"{name} has no upstream TFR-Net configuration (its settings are robustmm's): leave preset_source unset")
+        raise ValueError(
+            f"{name} has no upstream TFR-Net configuration (its settings are robustmm's): leave preset_source unset"
+        )
     params, source = upstream_tfr_net(upstream, source)
     return preset.replace(tfr_net=params, preset_source=source)
 
@@ -327,7 +355,9 @@ def custom_preset(
         text_encoder=text_encoder or (CHINESE_ENCODER if language == "zh" else ENGLISH_ENCODER),
         seq_lens=tuple(seq_lens),
         feature_dims=tuple(feature_dims),
-        missing_rates=tuple(missing_rates) if missing_rates is not None else _grid(1.0 if metric_family == "mosi" else 0.5),
+        missing_rates=tuple(missing_rates)
+        if missing_rates is not None
+        else _grid(1.0 if metric_family == "mosi" else 0.5),
         seeds=tuple(seeds),
         tfr_net=dataclasses.replace(upstream_tfr_net(SETTINGS_OF["custom"], preset_source or "tfr-net")[0], **tfr_net),
         preset_source=preset_source or "tfr-net",

@@ -54,7 +54,9 @@ class SweepProgress:
     def run_started(self, rate: float, seed: int) -> None:
         self._started[(rate, seed)] = self._clock()
 
-    def run_finished(self, rate: float, seed: int, result: dict, reused: bool = False, seconds: float | None = None) -> None:
+    def run_finished(
+        self, rate: float, seed: int, result: dict, reused: bool = False, seconds: float | None = None
+    ) -> None:
         """Count the run and write its line: epochs, best validation loss, key test metric, time, ETA. `seconds`:
         the run's own time, where it trained in another process (else the time since `run_started`)."""
         now = self._clock()

@@ -75,8 +75,10 @@ def read_runs(path: str | Path) -> list[dict[str, float]]:
         raise ValueError(f"{path}: no column {', '.join(sorted(missing))} (columns: {', '.join(rows[0])})")
     try:
         # An empty cell is an undefined metric (pandas writes NaN so, e.g. Corr of constant predictions).
-        return [{key: float(value) if value != "" else math.nan for key, value in row.items() if value is not None}
-                for row in rows]
+        return [
+            {key: float(value) if value != "" else math.nan for key, value in row.items() if value is not None}
+            for row in rows
+        ]
     except ValueError as error:
         raise ValueError(f"{path}: a value is not a number ({error})") from None
 
@@ -88,7 +90,10 @@ def curves(runs: list[dict[str, float]], names: list[str], source: str = "runs")
     for name in names:
         if any(name not in run for run in runs):
             raise ValueError(f"{source}: metric {name!r} missing from some runs")
-        per_rate = [metric_functions.aggregate([{name: run[name]} for run in runs if run[RATE_COLUMN] == rate])[name] for rate in rates]
+        per_rate = [
+            metric_functions.aggregate([{name: run[name]} for run in runs if run[RATE_COLUMN] == rate])[name]
+            for rate in rates
+        ]
         mean = tuple(float(stats["mean"]) for stats in per_rate)
         result[name] = Curve(
             rates=tuple(rates),
@@ -136,25 +141,35 @@ def summary_table(results: dict[str, dict[str, Curve]], infos: dict[str, dict | 
 def beside_the_literature(all_curves: dict[str, dict[str, Curve]], infos: dict[str, dict | None]) -> str:
     """Markdown: per dataset, its measured AUILC and r=0 values next to the published ones made the same way
     (robustmm.published), or why none are shown."""
-    lines = ["## Measured beside published", "",
-             f"Published: the papers' numbers, shown only where this run's dataset, protocol and metric match theirs "
-             f"({literature.PROTOCOL}). Measured: this run, mean over its training seeds.", ""]
+    lines = [
+        "## Measured beside published",
+        "",
+        f"Published: the papers' numbers, shown only where this run's dataset, protocol and metric match theirs "
+        f"({literature.PROTOCOL}). Measured: this run, mean over its training seeds.",
+        "",
+    ]
     for dataset, by_metric in all_curves.items():
         rates = next(iter(by_metric.values())).rates
         found, reason = literature.comparable(infos.get(dataset), rates)
         if not found:
             lines += [f"- {dataset}: no published numbers shown: {reason}.", ""]
             continue
-        lines += [f"### {dataset}", "", "| metric | summary | measured (this run) | published | system | source |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            f"### {dataset}",
+            "",
+            "| metric | summary | measured (this run) | published | system | source |",
+            "|---|---|---|---|---|---|",
+        ]
         for summary, entries in found.items():
             for entry in entries:
                 curve = by_metric.get(entry.metric)
                 if curve is None:
                     continue
                 measured = curve.auilc if summary == literature.AUILC else curve.mean[curve.rates.index(0.0)]
-                lines.append(f"| {entry.metric} | {summary} | {shown(measured)} | {entry.value:.3f} | {entry.system} "
-                             f"| {literature.SYSTEMS[entry.system]} |")
+                lines.append(
+                    f"| {entry.metric} | {summary} | {shown(measured)} | {entry.value:.3f} | {entry.system} "
+                    f"| {literature.SYSTEMS[entry.system]} |"
+                )
         lines += ["", *([f"Not shown: {reason}.", ""] if reason else [])]
     return "\n".join(lines) + "\n"
 
@@ -170,15 +185,26 @@ def published_marks(all_curves: dict[str, dict[str, Curve]], infos: dict[str, di
     return marks
 
 
-def per_rate_table(all_curves: dict[str, dict[str, Curve]], seeds: dict[str, dict[float, int]],
-                   infos: dict[str, dict | None]) -> str:
+def per_rate_table(
+    all_curves: dict[str, dict[str, Curve]], seeds: dict[str, dict[float, int]], infos: dict[str, dict | None]
+) -> str:
     """Markdown: per dataset, every metric's mean ± std over seeds at each rate."""
-    lines = ["# Every metric at every rate", "",
-             "Mean ± standard deviation (population, as MMSA) over the training seeds of each rate.", ""]
+    lines = [
+        "# Every metric at every rate",
+        "",
+        "Mean ± standard deviation (population, as MMSA) over the training seeds of each rate.",
+        "",
+    ]
     for dataset, by_metric in all_curves.items():
         info = infos.get(dataset)
-        lines += [f"## {dataset}", "", f"Missing pattern {rate_meaning(info)}; protocol {protocol_name(info)}.", "",
-                  "| rate | seeds | " + " | ".join(by_metric) + " |", "|---" * (len(by_metric) + 2) + "|"]
+        lines += [
+            f"## {dataset}",
+            "",
+            f"Missing pattern {rate_meaning(info)}; protocol {protocol_name(info)}.",
+            "",
+            "| rate | seeds | " + " | ".join(by_metric) + " |",
+            "|---" * (len(by_metric) + 2) + "|",
+        ]
         rates = next(iter(by_metric.values())).rates
         for index, rate in enumerate(rates):
             cells = [f"{shown(curve.mean[index])} ± {shown(curve.std[index])}" for curve in by_metric.values()]
@@ -187,7 +213,9 @@ def per_rate_table(all_curves: dict[str, dict[str, Curve]], seeds: dict[str, dic
     return "\n".join(lines)
 
 
-def write_per_rate_data(all_curves: dict[str, dict[str, Curve]], seeds: dict[str, dict[float, int]], path: Path) -> None:
+def write_per_rate_data(
+    all_curves: dict[str, dict[str, Curve]], seeds: dict[str, dict[float, int]], path: Path
+) -> None:
     """The per-rate table as long-form CSV: dataset, rate, metric, mean, std, seeds (empty: undefined)."""
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
@@ -195,8 +223,16 @@ def write_per_rate_data(all_curves: dict[str, dict[str, Curve]], seeds: dict[str
         for dataset, by_metric in all_curves.items():
             for name, curve in by_metric.items():
                 for rate, mean, std in zip(curve.rates, curve.mean, curve.std):
-                    writer.writerow((dataset, rate, name, "" if math.isnan(mean) else mean, "" if math.isnan(std) else std,
-                                     seeds[dataset][rate]))
+                    writer.writerow(
+                        (
+                            dataset,
+                            rate,
+                            name,
+                            "" if math.isnan(mean) else mean,
+                            "" if math.isnan(std) else std,
+                            seeds[dataset][rate],
+                        )
+                    )
 
 
 def rate_meaning(info: dict | None) -> str:
@@ -219,7 +255,9 @@ def describe_run_info(info: dict | None) -> str:
     seeds = ", ".join(map(str, seeds)) if isinstance(seeds, list) else seeds
     overrides = ", ".join(f"{key}={value}" for key, value in sorted(info["tfr_net_overrides"].items()))
     pattern = info.get("missing", {"pattern": "iid"})
-    options = ", ".join(f"{key} {value}" for key, value in pattern.items() if key not in ("pattern", "rate") and value is not None)
+    options = ", ".join(
+        f"{key} {value}" for key, value in pattern.items() if key not in ("pattern", "rate") and value is not None
+    )
     training = protocol.get("training", "one model trained and tested per (rate, seed)")
     return (
         f"TFR-Net {info['mode']}{' + SimAM' if info['simam'] else ''}, {info['text_mode']} text, settings from "
@@ -255,15 +293,32 @@ def plot(results: dict[str, dict[str, Curve]], path: str | Path, published: dict
             axis.set_title(f"{dataset}: {name} (AUILC {auilc})", fontsize=9)
             entries = (published or {}).get(dataset, {}).get(name, [])
             for marker, entry in zip("sD^", [entry for entry in entries if entry.summary == literature.COMPLETE]):
-                axis.plot([0.0], [entry.value], marker=marker, fillstyle="none", linestyle="none", color="black",
-                          label=f"published r=0: {entry.system}")
+                axis.plot(
+                    [0.0],
+                    [entry.value],
+                    marker=marker,
+                    fillstyle="none",
+                    linestyle="none",
+                    color="black",
+                    label=f"published r=0: {entry.system}",
+                )
             if any(entry.summary == literature.COMPLETE for entry in entries):
                 axis.legend(fontsize=6, loc="best")
-            box = [f"measured AUILC {auilc}"] + [f"published AUILC {entry.value:.3f}: {entry.system}"
-                                                  for entry in entries if entry.summary == literature.AUILC]
+            box = [f"measured AUILC {auilc}"] + [
+                f"published AUILC {entry.value:.3f}: {entry.system}"
+                for entry in entries
+                if entry.summary == literature.AUILC
+            ]
             if len(box) > 1:
-                axis.text(0.02, 0.02, "\n".join(box), transform=axis.transAxes, fontsize=5.5, va="bottom",
-                          bbox={"facecolor": "white", "alpha": 0.8, "linewidth": 0.5})
+                axis.text(
+                    0.02,
+                    0.02,
+                    "\n".join(box),
+                    transform=axis.transAxes,
+                    fontsize=5.5,
+                    va="bottom",
+                    bbox={"facecolor": "white", "alpha": 0.8, "linewidth": 0.5},
+                )
             axis.set_xlabel("missing rate")
             axis.grid(alpha=0.3)
     figure.tight_layout()
@@ -298,7 +353,10 @@ def write_report(runs_tables: dict[str, str | Path], by_family: dict[str, list[s
         runs = read_runs(table)
         all_curves[dataset] = curves(runs, [name for name in runs[0] if name not in RUN_COLUMNS], source=str(table))
         results[dataset] = {name: all_curves[dataset][name] for name in shown_metrics(runs[0], by_family, str(table))}
-        seeds[dataset] = {rate: sum(run[RATE_COLUMN] == rate for run in runs) for rate in all_curves[dataset][next(iter(results[dataset]))].rates}
+        seeds[dataset] = {
+            rate: sum(run[RATE_COLUMN] == rate for run in runs)
+            for rate in all_curves[dataset][next(iter(results[dataset]))].rates
+        }
         infos[dataset] = read_run_info(table)
     summary = summary_table(results, infos) + "\n" + beside_the_literature(all_curves, infos)
     (out_dir / "summary.md").write_text(summary, encoding="utf-8")

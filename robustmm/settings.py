@@ -35,7 +35,14 @@ from robustmm.executors import EXECUTORS, Shard
 from robustmm.features.base import EXTRACTORS, create_extractor
 from robustmm.features.extract import DEFAULT_MAX_FAILURE_SHARE
 from robustmm.metrics import FAMILIES
-from robustmm.missing import PATTERNS, PER_TRAINING_SEED, PROTOCOL_MISSING_SEEDS, PROTOCOLS, TrainOnce, check_missing_seeds
+from robustmm.missing import (
+    PATTERNS,
+    PER_TRAINING_SEED,
+    PROTOCOL_MISSING_SEEDS,
+    PROTOCOLS,
+    TrainOnce,
+    check_missing_seeds,
+)
 from robustmm.models.tfr_net import TEXT_MODES
 from robustmm.presets import KEY_METRICS, MODALITIES, PRESET_SOURCES, PRESETS, check_tfr_net_overrides
 from robustmm.train import TEXT_TARGETS, check_checkpointing
@@ -129,8 +136,12 @@ class Integer(Kind):
             self.allowed = "an integer"
 
     def accepts(self, value) -> bool:
-        return (isinstance(value, int) and not isinstance(value, bool)
-                and (self.minimum is None or value >= self.minimum) and (self.maximum is None or value <= self.maximum))
+        return (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and (self.minimum is None or value >= self.minimum)
+            and (self.maximum is None or value <= self.maximum)
+        )
 
 
 class Number(Kind):
@@ -148,8 +159,12 @@ class Number(Kind):
             self.allowed = "a number"
 
     def accepts(self, value) -> bool:
-        return (_is_number(value) and (self.minimum is None or value >= self.minimum)
-                and (self.maximum is None or value <= self.maximum) and (self.above is None or value > self.above))
+        return (
+            _is_number(value)
+            and (self.minimum is None or value >= self.minimum)
+            and (self.maximum is None or value <= self.maximum)
+            and (self.above is None or value > self.above)
+        )
 
 
 class Boolean(Kind):
@@ -246,8 +261,9 @@ class Range(Kind):
     allowed = "two numbers [LOW, HIGH] with LOW < HIGH"
 
     def accepts(self, value) -> bool:
-        return (isinstance(value, (list, tuple)) and len(value) == 2 and all(map(_is_number, value))
-                and value[0] < value[1])
+        return (
+            isinstance(value, (list, tuple)) and len(value) == 2 and all(map(_is_number, value)) and value[0] < value[1]
+        )
 
     def convert(self, value):
         return float(value[0]), float(value[1])
@@ -287,7 +303,10 @@ class MappingOf(Kind):
         parsed, before = {}, len(problems.found)
         for key, item in value.items():
             if not self.key.accepts(key):
-                problems.add(join_path(path, key), f"{show(key)} is not allowed as a name ({self.key.allowed}{self.key.hint(key)})")
+                problems.add(
+                    join_path(path, key),
+                    f"{show(key)} is not allowed as a name ({self.key.allowed}{self.key.hint(key)})",
+                )
                 continue
             kind = self.value(key) if callable(self.value) else self.value
             parsed[key] = kind.parse(item, join_path(path, key), problems)
@@ -417,8 +436,10 @@ class ExtractorKind(Kind):
 
     def __init__(self, modality: str):
         self.modality = modality
-        self.name = Choice(lambda: sorted(name for name, cls in _registered().items() if cls.modality == modality),
-                           f"a registered {modality} extractor:")
+        self.name = Choice(
+            lambda: sorted(name for name, cls in _registered().items() if cls.modality == modality),
+            f"a registered {modality} extractor:",
+        )
         self.allowed = f"an extractor name or a mapping with `extractor` and its settings ({self.name.allowed})"
 
     def parse(self, value, path: str, problems: Problems):
@@ -450,7 +471,8 @@ PRESET = Choice(lambda: sorted([*PRESETS, "custom"]))
 # Each missing pattern's own settings, by pattern name (iid has none): checked by the pattern's dataclass.
 PATTERN_SETTINGS = MappingOf(
     Choice([name for name, pattern in PATTERNS.items() if dataclasses.fields(pattern)], "a pattern with settings:"),
-    lambda name: FieldsOf(PATTERNS[name], f"missing pattern {name!r}"), "<pattern>",
+    lambda name: FieldsOf(PATTERNS[name], f"missing pattern {name!r}"),
+    "<pattern>",
 )
 
 
@@ -567,7 +589,9 @@ class ModelSettings:
     metric_family: str | None = setting(Optional(Choice(FAMILIES)), None)
     label_range: tuple[float, float] | None = setting(Optional(Range()), None)
     missing_seeds: tuple[int, int, int] | str = setting(
-        Checked(check_missing_seeds, f"three seeds [text, audio, vision] or {PER_TRAINING_SEED!r}"), PROTOCOL_MISSING_SEEDS)
+        Checked(check_missing_seeds, f"three seeds [text, audio, vision] or {PER_TRAINING_SEED!r}"),
+        PROTOCOL_MISSING_SEEDS,
+    )
     preset_source: str | None = setting(Optional(Choice(PRESET_SOURCES)), None)
     tfr_net: dict | None = setting(Optional(Checked(check_tfr_net_overrides, "TFR-Net settings by name")), None)
     missing: str = setting(Choice(PATTERNS), "iid")
@@ -613,10 +637,14 @@ class SweepSettings(ModelSettings):
 class ReportSettings:
     """params.yaml `report`."""
 
-    metrics: dict[str, list[str]] = setting(MappingOf(
-        Choice(FAMILIES), lambda family: ListOf(Choice(KEY_METRICS[family], f"a {family} metric:"), 1, distinct=True),
-        "<family>", min_length=1,
-    ))
+    metrics: dict[str, list[str]] = setting(
+        MappingOf(
+            Choice(FAMILIES),
+            lambda family: ListOf(Choice(KEY_METRICS[family], f"a {family} metric:"), 1, distinct=True),
+            "<family>",
+            min_length=1,
+        )
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -644,16 +672,36 @@ class Params:
         found = []
         for name, corruption in self.corruptions.items():
             if "." in name:
-                found.append((f"corruptions.{name}", "a name with '.' cannot be a DVC params key (DVC reads the dot as "
-                              "nesting): write the level without it, e.g. demo-occlusion-30 for level 0.3"))
+                found.append(
+                    (
+                        f"corruptions.{name}",
+                        "a name with '.' cannot be a DVC params key (DVC reads the dot as "
+                        "nesting): write the level without it, e.g. demo-occlusion-30 for level 0.3",
+                    )
+                )
             if name == corruption.dataset:
-                found.append((f"corruptions.{name}.dataset", f"{name!r} is the corrupted copy itself; name the clean raw dataset"))
+                found.append(
+                    (
+                        f"corruptions.{name}.dataset",
+                        f"{name!r} is the corrupted copy itself; name the clean raw dataset",
+                    )
+                )
             for needed, where in ((name, "extract.datasets"), (corruption.dataset, "extract.datasets")):
                 if needed not in self.extract.datasets:
-                    found.append((f"corruptions.{name}", f"{needed!r} is not in {where}: add it, so that its clips are extracted"))
+                    found.append(
+                        (
+                            f"corruptions.{name}",
+                            f"{needed!r} is not in {where}: add it, so that its clips are extracted",
+                        )
+                    )
             if corruption.dataset not in self.datasets:
-                found.append((f"corruptions.{name}.dataset", f"{corruption.dataset!r} is not in datasets: its clean model is "
-                              f"trained on datasets.{corruption.dataset}"))
+                found.append(
+                    (
+                        f"corruptions.{name}.dataset",
+                        f"{corruption.dataset!r} is not in datasets: its clean model is "
+                        f"trained on datasets.{corruption.dataset}",
+                    )
+                )
         return found
 
 
@@ -696,7 +744,9 @@ class ExtractCommandSettings(ExtractionSettings):
 
     def problems(self) -> list[tuple[str, str]]:
         if not self.extractors():
-            return [("", "name at least one extractor: --text, --audio or --vision (or those keys in the config section)")]
+            return [
+                ("", "name at least one extractor: --text, --audio or --vision (or those keys in the config section)")
+            ]
         return []
 
     def extractors(self) -> dict[str, ExtractorSettings]:
@@ -757,7 +807,9 @@ def read_file(path: str | Path) -> dict:
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise SettingsError([f"{path}: not valid YAML/JSON{where}: {getattr(error, 'problem', None) or error}"]) from None
+        raise SettingsError(
+            [f"{path}: not valid YAML/JSON{where}: {getattr(error, 'problem', None) or error}"]
+        ) from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
@@ -786,7 +838,9 @@ def parse(schema: type, raw, locate: Callable[[str], str]):
     problems = Problems()
     parsed = Section(schema).parse(raw, "", problems)
     if problems.found:
-        raise SettingsError([f"{where}: {message}" if (where := locate(path)) else message for path, message in problems.found])
+        raise SettingsError(
+            [f"{where}: {message}" if (where := locate(path)) else message for path, message in problems.found]
+        )
     return parsed
 
 
@@ -799,8 +853,12 @@ def stage_argument(key: str, value: str, known) -> None:
     """A pipeline script's argument must be one of `known`, the entries of params.yaml's `key` (as dvc.yaml passes)."""
     if value not in known:
         close = suggestion(value, known)
-        raise SettingsError([f"{PARAMS_FILE}: {key}: no entry {value!r} (entries: {', '.join(map(str, known)) or 'none'})"
-                             + (f"; {close}" if close else "")])
+        raise SettingsError(
+            [
+                f"{PARAMS_FILE}: {key}: no entry {value!r} (entries: {', '.join(map(str, known)) or 'none'})"
+                + (f"; {close}" if close else "")
+            ]
+        )
 
 
 def set_path(raw: dict, path: str, value) -> None:
@@ -811,8 +869,9 @@ def set_path(raw: dict, path: str, value) -> None:
     raw[last] = value
 
 
-def load_command_settings(schema: type, config: str | Path | None, section: str, flags: dict[str, tuple[str, object]],
-                          raw: dict | None = None):
+def load_command_settings(
+    schema: type, config: str | Path | None, section: str, flags: dict[str, tuple[str, object]], raw: dict | None = None
+):
     """A command's settings: the `--config` file's `section` (or `raw`, that section already read and adjusted),
     then the flags given, which win. `flags` maps a dotted key to (the flag as written, its value); None: not given."""
     if raw is None:

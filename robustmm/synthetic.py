@@ -47,7 +47,9 @@ def make_split(
         "raw_text": np.array([("good " if s > 0 else "bad ") * 3 for s in sentiment], dtype=object),
         "text_bert": text_bert,
         "regression_labels": labels,
-        "annotations": np.array(["Positive" if s > 0.1 else "Negative" if s < -0.1 else "Neutral" for s in sentiment], dtype=object),
+        "annotations": np.array(
+            ["Positive" if s > 0.1 else "Negative" if s < -0.1 else "Neutral" for s in sentiment], dtype=object
+        ),
     }
     if token_table is not None:
         split["text"] = (token_table[ids % len(token_table)] * mask[:, :, None]).astype(np.float32)

@@ -39,9 +39,13 @@ class TextEncoder:
             self.config = AutoConfig.from_pretrained(path)
             self.model = AutoModel.from_pretrained(path) if load_weights else None
         except OSError as error:
-            hint = "" if Path(path).exists() else (
-                " (not a local folder; hub names need the model in the local Hugging Face cache, since "
-                f"nothing is downloaded when HF_HUB_OFFLINE=1 or without network; HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')})"
+            hint = (
+                ""
+                if Path(path).exists()
+                else (
+                    " (not a local folder; hub names need the model in the local Hugging Face cache, since "
+                    f"nothing is downloaded when HF_HUB_OFFLINE=1 or without network; HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')})"
+                )
             )
             raise RuntimeError(f"cannot load text encoder {name!r}{hint}: {error}") from None
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
@@ -70,7 +74,11 @@ class TextEncoder:
     def tokenize(self, texts: list[str], max_length: int) -> np.ndarray:
         """(N, 3, max_length) int64: ids with [CLS] ... [SEP] (truncation keeps the final [SEP]), mask, segments."""
         batch = self.tokenizer(
-            list(texts), padding="max_length", truncation=True, max_length=max_length, return_token_type_ids=True,
+            list(texts),
+            padding="max_length",
+            truncation=True,
+            max_length=max_length,
+            return_token_type_ids=True,
             return_tensors="np",
         )
         return np.stack([batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]], axis=1).astype(np.int64)
@@ -82,8 +90,12 @@ class TextEncoder:
             raise RuntimeError(f"text encoder {self.name!r} was loaded without weights (load_weights=False)")
         outputs = []
         for start in range(0, len(text_bert), batch_size):
-            chunk = torch.as_tensor(np.asarray(text_bert[start:start + batch_size]), dtype=torch.long, device=self.device)
-            hidden = self.model(input_ids=chunk[:, 0], attention_mask=chunk[:, 1], token_type_ids=chunk[:, 2]).last_hidden_state
+            chunk = torch.as_tensor(
+                np.asarray(text_bert[start : start + batch_size]), dtype=torch.long, device=self.device
+            )
+            hidden = self.model(
+                input_ids=chunk[:, 0], attention_mask=chunk[:, 1], token_type_ids=chunk[:, 2]
+            ).last_hidden_state
             outputs.append(hidden.float().cpu().numpy())
         if not outputs:
             return np.zeros((0, text_bert.shape[-1], self.hidden_size), dtype=np.float32)

@@ -33,7 +33,13 @@ from robustmm import data as feature_data
 from robustmm.device import resolve_device
 from robustmm.errors import UserError
 from robustmm.missing import (
-    PROTOCOL_MISSING_SEEDS, MissingPattern, TrainOnce, as_pattern, check_missing_seeds, mask_seeds, pattern_record,
+    PROTOCOL_MISSING_SEEDS,
+    MissingPattern,
+    TrainOnce,
+    as_pattern,
+    check_missing_seeds,
+    mask_seeds,
+    pattern_record,
 )
 from robustmm.models.tfr_net import TEXT_MODES, TFRNet
 from robustmm.presets import (
@@ -115,9 +121,14 @@ class RunConfig:
 # ---------------------------------------------------------------------------------------------- the data
 
 
-def load_features(path: str | Path, dataset: str, metric_family: str | None = None,
-                  label_range: tuple[float, float] | None = None, preset_source: str | None = None,
-                  tfr_net: dict | None = None) -> tuple[dict, Preset]:
+def load_features(
+    path: str | Path,
+    dataset: str,
+    metric_family: str | None = None,
+    label_range: tuple[float, float] | None = None,
+    preset_source: str | None = None,
+    tfr_net: dict | None = None,
+) -> tuple[dict, Preset]:
     """Load and validate a feature file and check it against the dataset's preset.
 
     `custom`: lengths and dims from the file, metric family `metric_family` (default mosi) and labels that
@@ -136,12 +147,20 @@ def _load_features(path, dataset, metric_family, label_range, preset_source) -> 
     seq_lens = (train["text_bert"].shape[2], train["audio"].shape[1], train["vision"].shape[1])
     dims = (train["text"].shape[2] if "text" in train else 768, train["audio"].shape[2], train["vision"].shape[2])
     if dataset == "custom":
-        preset = custom_preset("custom", seq_lens=seq_lens, feature_dims=dims, metric_family=metric_family or "mosi",
-                               label_range=label_range or (-3.0, 3.0), preset_source=preset_source)
+        preset = custom_preset(
+            "custom",
+            seq_lens=seq_lens,
+            feature_dims=dims,
+            metric_family=metric_family or "mosi",
+            label_range=label_range or (-3.0, 3.0),
+            preset_source=preset_source,
+        )
         check_label_range(loaded, preset, path, "set --label-range LOW,HIGH to the labels' scale")
         return loaded, preset
     if metric_family is not None or label_range is not None:
-        raise ValueError(f"metric family and label range are set by the {dataset} preset; they apply to --dataset custom only")
+        raise ValueError(
+            f"metric family and label range are set by the {dataset} preset; they apply to --dataset custom only"
+        )
     preset = get_preset(dataset, preset_source)
     problems = [
         f"{modality} features have {dim} dims, the {dataset} preset expects {expected}"
@@ -150,8 +169,12 @@ def _load_features(path, dataset, metric_family, label_range, preset_source) -> 
     ]
     if problems:
         raise feature_data.FormatError(path, problems + ["use --dataset custom to take the dims from the file"])
-    check_label_range(loaded, preset, path,
-                      "for labels on another scale use --dataset custom with --label-range LOW,HIGH and --metric-family")
+    check_label_range(
+        loaded,
+        preset,
+        path,
+        "for labels on another scale use --dataset custom with --label-range LOW,HIGH and --metric-family",
+    )
     return loaded, preset
 
 
@@ -186,7 +209,9 @@ def check_label_range(loaded: dict, preset: Preset, path: str | Path, advice: st
         raise feature_data.FormatError(path, problems + [advice])
 
 
-def corrupt(split: dict, rate, missing_seeds: tuple[int, int, int], unk_id: int, pattern: MissingPattern | None = None) -> dict:
+def corrupt(
+    split: dict, rate, missing_seeds: tuple[int, int, int], unk_id: int, pattern: MissingPattern | None = None
+) -> dict:
     """The split with missing features at `rate` (one number, or one per row) in `pattern` (default iid: upstream's
     `generate_m`), one mask per modality drawn with its missing seed (text, audio, vision)."""
     return (pattern or as_pattern("iid")).apply(split, rate, missing_seeds, unk_id=unk_id)
@@ -221,7 +246,17 @@ BATCH_KEYS = {
     "finetune": ("text_bert", "text_bert_m"),
     "frozen": ("text_bert", "text", "text_m"),
 }
-COMMON_KEYS = ("audio", "audio_m", "vision", "vision_m", "audio_lengths", "vision_lengths", "text_keep", "audio_keep", "vision_keep")
+COMMON_KEYS = (
+    "audio",
+    "audio_m",
+    "vision",
+    "vision_m",
+    "audio_lengths",
+    "vision_lengths",
+    "text_keep",
+    "audio_keep",
+    "vision_keep",
+)
 
 
 def to_tensors(split: dict, text_mode: str) -> dict[str, torch.Tensor]:
@@ -287,15 +322,21 @@ def resolve_checkpointing(setting: bool | str, needed_bytes: int, device: torch.
     return needed_bytes > available_bytes(device) / 2
 
 
-def build_model(preset: Preset, config: RunConfig, seq_lens, feature_dims, encoder,
-                device: torch.device | None = None) -> TFRNet:
+def build_model(
+    preset: Preset, config: RunConfig, seq_lens, feature_dims, encoder, device: torch.device | None = None
+) -> TFRNet:
     # Read from disk, not copied from `encoder`: a sweep need not keep pristine weights resident between runs.
     text_model = encoder.new_model() if config.text_mode == "finetune" else None
     batch_size = config.batch_size or preset.tfr_net.batch_size
     needed = activation_bytes(preset.tfr_net, batch_size, seq_lens, text_model, config.faithful)
     return TFRNet(
-        preset.tfr_net, seq_lens, feature_dims, text_mode=config.text_mode, text_encoder=text_model,
-        simam=config.simam, faithful=config.faithful,
+        preset.tfr_net,
+        seq_lens,
+        feature_dims,
+        text_mode=config.text_mode,
+        text_encoder=text_model,
+        simam=config.simam,
+        faithful=config.faithful,
         checkpointing=resolve_checkpointing(config.checkpointing, needed, device or torch.device("cpu")),
     )
 
@@ -307,9 +348,21 @@ def build_optimizer(model: TFRNet, preset: Preset) -> torch.optim.Optimizer:
     no_decay = ("bias", "LayerNorm", "layer_norm")
     bert_ids = {id(param) for _, param in bert}
     groups = [
-        {"params": [w for n, w in bert if not any(k in n for k in no_decay)], "lr": p.learning_rate_bert, "weight_decay": p.weight_decay_bert},
-        {"params": [w for n, w in bert if any(k in n for k in no_decay)], "lr": p.learning_rate_bert, "weight_decay": 0.0},
-        {"params": [w for w in model.parameters() if id(w) not in bert_ids], "lr": p.learning_rate_other, "weight_decay": p.weight_decay_other},
+        {
+            "params": [w for n, w in bert if not any(k in n for k in no_decay)],
+            "lr": p.learning_rate_bert,
+            "weight_decay": p.weight_decay_bert,
+        },
+        {
+            "params": [w for n, w in bert if any(k in n for k in no_decay)],
+            "lr": p.learning_rate_bert,
+            "weight_decay": 0.0,
+        },
+        {
+            "params": [w for w in model.parameters() if id(w) not in bert_ids],
+            "lr": p.learning_rate_other,
+            "weight_decay": p.weight_decay_other,
+        },
     ]
     return torch.optim.Adam([group for group in groups if group["params"]], fused=True)
 
@@ -368,8 +421,11 @@ def run_fingerprint(preset: Preset, config: RunConfig, data_hash: str) -> dict:
     """What a run's result depends on, as JSON data: the data, every setting, the preset and the code version.
 
     Built from the whole RunConfig and Preset, so a field added to either is covered without listing it."""
-    settings = {key: value for key, value in dataclasses.asdict(config).items()
-                if key not in DISPLAY_ONLY and not (key in ADDED_LATER and value == ADDED_LATER[key])}
+    settings = {
+        key: value
+        for key, value in dataclasses.asdict(config).items()
+        if key not in DISPLAY_ONLY and not (key in ADDED_LATER and value == ADDED_LATER[key])
+    }
     preset_fields = {key: value for key, value in dataclasses.asdict(preset).items() if key not in NOT_OF_ONE_RUN}
     fingerprint = {"robustmm": __version__, "data_sha256": data_hash, "settings": settings, "preset": preset_fields}
     return json.loads(json.dumps(fingerprint))  # tuples as lists: the form run.json reads back
@@ -397,7 +453,9 @@ def fingerprint_differences(recorded: dict, current: dict, prefix: str = "") -> 
             differences.append(f"made by robustmm {old}, this is robustmm {new}")
         else:
             kind, _, field = name.partition(".")
-            differences.append(f"{'setting' if kind == 'settings' else kind} {field}: {_shown(old)} recorded, {_shown(new)} now")
+            differences.append(
+                f"{'setting' if kind == 'settings' else kind} {field}: {_shown(old)} recorded, {_shown(new)} now"
+            )
     return differences
 
 
@@ -411,14 +469,17 @@ def claim_run_dir(run_dir: Path, fingerprint: dict, overwrite: bool) -> None:
         except (json.JSONDecodeError, UnicodeDecodeError):
             recorded = None
         readable = isinstance(recorded, dict)
-        differences = fingerprint_differences(recorded, fingerprint) if readable else ["its run.json is not a fingerprint"]
+        differences = (
+            fingerprint_differences(recorded, fingerprint) if readable else ["its run.json is not a fingerprint"]
+        )
     elif any((run_dir / name).exists() for name in RUN_FILES):
         differences = ["it has no run.json (made by an older robustmm or by hand)"]
     else:
         differences = []
     if differences and not overwrite:
         raise RunMismatchError(
-            f"{run_dir}: holds a different run, so it is not reused or resumed: " + "; ".join(differences)
+            f"{run_dir}: holds a different run, so it is not reused or resumed: "
+            + "; ".join(differences)
             + "; choose another output folder, or train afresh in it with --overwrite (sweep setting overwrite: true)"
         )
     if differences:
@@ -443,8 +504,12 @@ def load_checkpoint(path: str | Path) -> dict:
         raise
     except pickle.UnpicklingError as error:
         reason = str(error).partition("WeightsUnpickler error:")[2]
-        reason = " ".join(reason.split("Please use")[0].split("Check the documentation")[0].split()) or "not a checkpoint"
-        raise CheckpointError(f"{path}: refused to load: checkpoints may hold only tensors and plain data ({reason})") from None
+        reason = (
+            " ".join(reason.split("Please use")[0].split("Check the documentation")[0].split()) or "not a checkpoint"
+        )
+        raise CheckpointError(
+            f"{path}: refused to load: checkpoints may hold only tensors and plain data ({reason})"
+        ) from None
     except (RuntimeError, EOFError, OSError) as error:
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from None
 
@@ -453,8 +518,12 @@ def rng_states(generator: torch.Generator) -> dict:
     """Every random generator's state as tensors and plain data (numpy's key as a list of ints)."""
     numpy_state = np.random.get_state(legacy=False)
     numpy_state["state"]["key"] = numpy_state["state"]["key"].tolist()
-    return {"generator": generator.get_state(), "torch": torch.get_rng_state(), "numpy": numpy_state,
-            "python": random.getstate()}
+    return {
+        "generator": generator.get_state(),
+        "torch": torch.get_rng_state(),
+        "numpy": numpy_state,
+        "python": random.getstate(),
+    }
 
 
 def restore_rng_states(states: dict, generator: torch.Generator) -> None:
@@ -487,8 +556,12 @@ def open_training_log(run_dir: Path, history: list[dict]):
 
 def log_epoch(live, entry: dict) -> None:
     live.step = entry["epoch"]
-    for name, key in (("train/loss", "train_loss"), ("valid/loss", "valid_loss"),
-                      ("learning_rate", "learning_rate"), ("learning_rate_bert", "learning_rate_bert")):
+    for name, key in (
+        ("train/loss", "train_loss"),
+        ("valid/loss", "valid_loss"),
+        ("learning_rate", "learning_rate"),
+        ("learning_rate_bert", "learning_rate_bert"),
+    ):
         _log_finite(live, name, entry.get(key))
     live.next_step()
 
@@ -529,8 +602,13 @@ def train_epoch(model, optimizer, scaler, tensors, preset, config, epoch, genera
     count = len(tensors["labels"])
     order = torch.randperm(count, generator=generator)
     # Redrawn bars only where a person watches: in a log (`dvc repro > log`) each epoch would add a line.
-    bar = tqdm(total=count, desc=f"rate {config.rate} seed {config.seed} epoch {epoch}", unit="sample",
-               leave=False, disable=not (config.progress and interactive()))
+    bar = tqdm(
+        total=count,
+        desc=f"rate {config.rate} seed {config.seed} epoch {epoch}",
+        unit="sample",
+        leave=False,
+        disable=not (config.progress and interactive()),
+    )
     total, seen, start = 0.0, 0, time.perf_counter()
     for step, batch in enumerate(batches(tensors, batch_size, device, order)):
         # Upstream (faithful) zeroes gradients every `update_epochs` batches, steps on every batch and once more
@@ -581,8 +659,9 @@ def upstream_valid_loss(predictions: np.ndarray, tensors: dict, batch_size: int,
     return round(sum(batch_means) / len(batch_means), 4)
 
 
-def prepare_splits(loaded: dict, config: RunConfig, encoder, complete_cache: dict,
-                   text_cache: Path | None = None) -> dict[str, dict]:
+def prepare_splits(
+    loaded: dict, config: RunConfig, encoder, complete_cache: dict, text_cache: Path | None = None
+) -> dict[str, dict]:
     """The corrupted splits as tensors. Frozen mode: with `text_cache` (an .npz file), the encoder outputs are
     read from it when it exists and written to it otherwise, so a resumed run does not encode again."""
     cached = dict(np.load(text_cache)) if text_cache is not None and text_cache.exists() else {}
@@ -600,12 +679,22 @@ def prepare_splits(loaded: dict, config: RunConfig, encoder, complete_cache: dic
         splits[name] = to_tensors(split, config.text_mode)
     if config.text_mode == "frozen" and text_cache is not None and not cached:
         with feature_data.atomic_write(text_cache) as file:
-            np.savez(file, **{f"{name}/{key}": splits[name][key].numpy() for name in splits for key in ("text", "text_m")})
+            np.savez(
+                file, **{f"{name}/{key}": splits[name][key].numpy() for name in splits for key in ("text", "text_m")}
+            )
     return splits
 
 
-def test_at_rates(model, loaded: dict, preset: Preset, config: RunConfig, encoder, complete_cache: dict,
-                  batch_size: int, device: torch.device) -> list[dict]:
+def test_at_rates(
+    model,
+    loaded: dict,
+    preset: Preset,
+    config: RunConfig,
+    encoder,
+    complete_cache: dict,
+    batch_size: int,
+    device: torch.device,
+) -> list[dict]:
     """The test metrics of `model` at each of `config.test_rates`, the test split corrupted in the run's pattern."""
     seeds = mask_seeds(config.missing_seeds, config.seed)
     results = []
@@ -615,13 +704,22 @@ def test_at_rates(model, loaded: dict, preset: Preset, config: RunConfig, encode
             attach_text_features(split, encoder, config.text_target, complete_cache, "test")
         tensors = to_tensors(split, config.text_mode)
         predictions = predict(model, tensors, batch_size, device, config.amp)
-        results.append({"rate": rate, "metrics": metrics.compute(preset.metric_family, predictions, tensors["labels"].numpy())})
+        results.append(
+            {"rate": rate, "metrics": metrics.compute(preset.metric_family, predictions, tensors["labels"].numpy())}
+        )
     return results
 
 
 def train(
-    loaded: dict, preset: Preset, config: RunConfig, run_dir: str | Path, encoder, complete_cache: dict | None = None,
-    *, data_hash: str | None = None, overwrite: bool = False,
+    loaded: dict,
+    preset: Preset,
+    config: RunConfig,
+    run_dir: str | Path,
+    encoder,
+    complete_cache: dict | None = None,
+    *,
+    data_hash: str | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Train, early-stop, reload the best checkpoint and test; returns (and writes) `result.json`.
 
@@ -649,10 +747,17 @@ def train(
     feature_dims = (encoder.hidden_size, train_split["audio"].shape[2], train_split["vision"].shape[2])
     model = build_model(preset, config, seq_lens, feature_dims, encoder, device).to(device)
     optimizer = build_optimizer(model, preset)
-    scaler = torch.amp.GradScaler(device.type, enabled=config.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported())
+    scaler = torch.amp.GradScaler(
+        device.type, enabled=config.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
+    )
     generator = torch.Generator().manual_seed(config.seed)
     state = {"epoch": 0, "best_valid": math.inf, "best_epoch": 0, "bad_epochs": 0, "history": [], "train_seconds": 0.0}
-    checkpoint_meta = {"config": dataclasses.asdict(config), "preset": preset.name, "seq_lens": seq_lens, "feature_dims": feature_dims}
+    checkpoint_meta = {
+        "config": dataclasses.asdict(config),
+        "preset": preset.name,
+        "seq_lens": seq_lens,
+        "feature_dims": feature_dims,
+    }
 
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     if last_path.exists():
@@ -665,7 +770,11 @@ def train(
         restore_rng_states(last["rng"], generator)
 
     # Upstream (faithful) cuts every learning rate tenfold after `patience` epochs without a better validation loss.
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1, patience=p.patience) if config.faithful else None
+    scheduler = (
+        torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1, patience=p.patience)
+        if config.faithful
+        else None
+    )
     if scheduler is not None and "scheduler" in state:
         scheduler.load_state_dict(state["scheduler"])
     live = open_training_log(run_dir, state["history"])
@@ -689,8 +798,16 @@ def train(
             save_checkpoint({"model": model.state_dict(), "epoch": epoch, **checkpoint_meta}, best_path)
         else:
             state["bad_epochs"] += 1
-        save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                         "state": state, "rng": rng_states(generator)}, last_path)
+        save_checkpoint(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(),
+                "state": state,
+                "rng": rng_states(generator),
+            },
+            last_path,
+        )
         log_epoch(live, state["history"][-1])
 
     if not best_path.exists():
@@ -699,13 +816,20 @@ def train(
     model.load_state_dict(load_checkpoint(best_path)["model"])
     predictions = predict(model, tensors["test"], batch_size, device, config.amp)
     result = {
-        "rate": config.rate, "seed": config.seed, "best_epoch": state["best_epoch"], "epochs": state["epoch"],
-        "best_valid_loss": state["best_valid"], "train_seconds": state["train_seconds"],
+        "rate": config.rate,
+        "seed": config.seed,
+        "best_epoch": state["best_epoch"],
+        "epochs": state["epoch"],
+        "best_valid_loss": state["best_valid"],
+        "train_seconds": state["train_seconds"],
         "test": metrics.compute(preset.metric_family, predictions, tensors["test"]["labels"].numpy()),
-        "history": state["history"], "config": dataclasses.asdict(config),
+        "history": state["history"],
+        "config": dataclasses.asdict(config),
     }
     if config.test_rates is not None:
-        result["test_by_rate"] = test_at_rates(model, loaded, preset, config, encoder, complete_cache, batch_size, device)
+        result["test_by_rate"] = test_at_rates(
+            model, loaded, preset, config, encoder, complete_cache, batch_size, device
+        )
     close_training_log(live, result)
     text = json.dumps(result, indent=2)
     with feature_data.atomic_write(result_path) as file:  # its presence marks the run finished
@@ -715,9 +839,15 @@ def train(
     return json.loads(text)  # as a later reuse reads it (tuples become lists)
 
 
-def evaluate_checkpoint(checkpoint: str | Path, data_path: str | Path, rate: float | None = None,
-                        missing_seeds: tuple[int, int, int] | str | None = None, split: str = "test",
-                        device: str = "auto", encoder=None) -> dict:
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    data_path: str | Path,
+    rate: float | None = None,
+    missing_seeds: tuple[int, int, int] | str | None = None,
+    split: str = "test",
+    device: str = "auto",
+    encoder=None,
+) -> dict:
     """Metrics of a saved best checkpoint on one split of a feature file, at the run's (or the given) rate and
     missing seeds."""
     from robustmm.text_encoder import TextEncoder
@@ -728,10 +858,14 @@ def evaluate_checkpoint(checkpoint: str | Path, data_path: str | Path, rate: flo
     config.missing_seeds = config.missing_seeds if missing_seeds is None else check_missing_seeds(missing_seeds)
     if split not in feature_data.SPLITS:
         raise ValueError(f"unknown split {split!r}: choose one of {', '.join(feature_data.SPLITS)}")
-    loaded, preset = load_features(data_path, config.dataset, config.metric_family, config.label_range,
-                                   config.preset_source, config.tfr_net)
-    encoder = encoder or TextEncoder(config.text_encoder or preset.text_encoder, device=resolve_device(device),
-                                     load_weights=config.text_mode == "frozen")
+    loaded, preset = load_features(
+        data_path, config.dataset, config.metric_family, config.label_range, config.preset_source, config.tfr_net
+    )
+    encoder = encoder or TextEncoder(
+        config.text_encoder or preset.text_encoder,
+        device=resolve_device(device),
+        load_weights=config.text_mode == "frozen",
+    )
     seeds = mask_seeds(config.missing_seeds, config.seed)
     split_data = corrupt(loaded[split], config.rate, seeds, encoder.unk_id, config.pattern)
     if config.text_mode == "frozen":
@@ -741,5 +875,9 @@ def evaluate_checkpoint(checkpoint: str | Path, data_path: str | Path, rate: flo
     model = build_model(preset, config, saved["seq_lens"], saved["feature_dims"], encoder).to(target)
     model.load_state_dict(saved["model"])
     predictions = predict(model, tensors, config.batch_size or preset.tfr_net.batch_size, target)
-    return {"split": split, "rate": config.rate, "missing_seeds": list(seeds),
-            **metrics.compute(preset.metric_family, predictions, tensors["labels"].numpy())}
+    return {
+        "split": split,
+        "rate": config.rate,
+        "missing_seeds": list(seeds),
+        **metrics.compute(preset.metric_family, predictions, tensors["labels"].numpy()),
+    }

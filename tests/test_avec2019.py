@@ -112,14 +112,24 @@ def imported(tmp_path_factory):
 
     # Window 0: values 2 and 4 valid, 100 failed, 200 low confidence; window 1: only failures (missing);
     # window 2: value 8. Lower-case file names, in a data/ subfolder.
-    face_rows = [(0.0, 0.98, 1, 2.0), (0.5, 0.95, 1, 4.0), (0.6, 0.98, 0, 100.0), (0.7, 0.3, 1, 200.0),
-                 (1.2, 0.0, 0, 300.0), (2.4, 0.99, 1, 8.0)]
+    face_rows = [
+        (0.0, 0.98, 1, 2.0),
+        (0.5, 0.95, 1, 4.0),
+        (0.6, 0.98, 0, 100.0),
+        (0.7, 0.3, 1, 200.0),
+        (1.2, 0.0, 0, 300.0),
+        (2.4, 0.99, 1, 8.0),
+    ]
     (root / "data").mkdir()
-    write_folder(root / "data", 306, {
-        "306_transcript.csv": transcript_csv([(0.0, "only words")]),
-        "features/306_opensmile2.3.0_mfcc.csv": mfcc_csv(3.0, 0.0),
-        "features/306_openface2.1.0_pose_gaze_aus.csv": face_csv(face_rows),
-    })
+    write_folder(
+        root / "data",
+        306,
+        {
+            "306_transcript.csv": transcript_csv([(0.0, "only words")]),
+            "features/306_opensmile2.3.0_mfcc.csv": mfcc_csv(3.0, 0.0),
+            "features/306_openface2.1.0_pose_gaze_aus.csv": face_csv(face_rows),
+        },
+    )
     files = participant_files(307, offset=13.0)
     files["307_Transcript.csv"] = "start_time\tstop_time\tspeaker\tvalue\n36.5\t39.7\tParticipant\tyeah\n"
     write_folder(root, 307, files)
@@ -136,7 +146,13 @@ def imported(tmp_path_factory):
     )
     out = tmp_path_factory.mktemp("out") / "avec.pkl"
     report = avec2019.import_avec2019(
-        root, out, window_seconds=WINDOW, text_length=TEXT_LENGTH, audio_length=5, vision_length=4, device="cpu",
+        root,
+        out,
+        window_seconds=WINDOW,
+        text_length=TEXT_LENGTH,
+        audio_length=5,
+        vision_length=4,
+        device="cpu",
     )
     return root, out, report, data.load(out)
 
@@ -266,10 +282,27 @@ def test_participant_without_folder_and_folder_without_split_are_reported(import
 def test_cli_imports_and_prints_the_summary(imported, tmp_path, capsys):
     root, out, _, _ = imported
     second = tmp_path / "again.pkl"
-    code = cli.main([
-        "import-avec2019", str(root), "--out", str(second), "--window-seconds", "1", "--statistics", "mean", "std",
-        "--text-length", str(TEXT_LENGTH), "--audio-length", "5", "--vision-length", "4", "--device", "cpu",
-    ])
+    code = cli.main(
+        [
+            "import-avec2019",
+            str(root),
+            "--out",
+            str(second),
+            "--window-seconds",
+            "1",
+            "--statistics",
+            "mean",
+            "std",
+            "--text-length",
+            str(TEXT_LENGTH),
+            "--audio-length",
+            "5",
+            "--vision-length",
+            "4",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     assert "imported 10 participants (train 8, valid 1, test 1)" in capsys.readouterr().out
     assert second.read_bytes() == out.read_bytes()  # deterministic, and independent of where it is written
@@ -282,8 +315,15 @@ def test_missing_transcript_is_an_empty_text_row(tmp_path):
     write_folder(tmp_path, 301, participant_files(301, offset=2.0))
     header = "Participant_ID,Gender,PHQ8_Binary,PHQ8_Score\n"
     write_splits(tmp_path, header + "300,1,0,3\n", header + "301,1,0,4\n", header)
-    report = avec2019.import_avec2019(tmp_path, tmp_path / "out.pkl", text_length=8, statistics=("mean",),
-                                      audio_length=4, vision_length=4, device="cpu")
+    report = avec2019.import_avec2019(
+        tmp_path,
+        tmp_path / "out.pkl",
+        text_length=8,
+        statistics=("mean",),
+        audio_length=4,
+        vision_length=4,
+        device="cpu",
+    )
     loaded = data.load(tmp_path / "out.pkl")
     assert np.all(loaded["train"]["text_bert"][0] == 0) and np.all(loaded["train"]["text"][0] == 0)
     assert loaded["train"]["audio"].shape == (1, 4, 39) and len(loaded["test"]["id"]) == 0
@@ -297,8 +337,12 @@ def test_unusable_settings_and_label_files_are_refused(tmp_path):
         avec2019.ImportSettings(window_seconds=0)
     with pytest.raises(FileNotFoundError, match="no train split file"):
         avec2019.import_avec2019(tmp_path, tmp_path / "out.pkl")
-    write_splits(tmp_path, "Participant_ID;PHQ_Score\n300;3\n", "Participant_ID,PHQ_Score\n", "Participant_ID,PHQ_Score\n")
-    with pytest.raises(ValueError, match="train_split.csv: needs columns Participant_ID and one of PHQ_Score, PHQ8_Score"):
+    write_splits(
+        tmp_path, "Participant_ID;PHQ_Score\n300;3\n", "Participant_ID,PHQ_Score\n", "Participant_ID,PHQ_Score\n"
+    )
+    with pytest.raises(
+        ValueError, match="train_split.csv: needs columns Participant_ID and one of PHQ_Score, PHQ8_Score"
+    ):
         avec2019.import_avec2019(tmp_path, tmp_path / "out.pkl")
 
 
@@ -332,11 +376,15 @@ def test_columns_are_selected_by_name_in_any_order_with_crlf_lines():
 
 def test_an_import_with_no_usable_participant_names_each_one(tmp_path):
     (tmp_path / "300_P").mkdir()
-    write_splits(tmp_path, "Participant_ID,PHQ_Score\n300,3\n301,4\n", "Participant_ID,PHQ_Score\n", "Participant_ID,PHQ_Score\n")
+    write_splits(
+        tmp_path, "Participant_ID,PHQ_Score\n300,3\n301,4\n", "Participant_ID,PHQ_Score\n", "Participant_ID,PHQ_Score\n"
+    )
     with pytest.raises(RuntimeError, match="no participant could be imported") as raised:
         avec2019.import_avec2019(tmp_path, tmp_path / "out.pkl")
     message = str(raised.value)
-    assert "300: nothing usable (audio: no openSMILE MFCC file" in message and "301: in labels/train_split.csv" in message
+    assert (
+        "300: nothing usable (audio: no openSMILE MFCC file" in message and "301: in labels/train_split.csv" in message
+    )
     assert not (tmp_path / "out.pkl").exists()
 
 
@@ -345,8 +393,17 @@ def test_an_imported_file_sweeps_with_the_avec2019_preset(imported, tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors on a shared machine
     try:
-        flat = robustmm.sweep(out, "avec2019", rates=[0.0, 0.5], seeds=[111], out=tmp_path / "sweep",
-                              text_mode="frozen", device="cpu", epochs=1, progress=False)
+        flat = robustmm.sweep(
+            out,
+            "avec2019",
+            rates=[0.0, 0.5],
+            seeds=[111],
+            out=tmp_path / "sweep",
+            text_mode="frozen",
+            device="cpu",
+            epochs=1,
+            progress=False,
+        )
     finally:
         torch.set_num_threads(threads)
     for metric in ("CCC", "RMSE", "MAE"):

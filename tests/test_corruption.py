@@ -57,8 +57,15 @@ def apply_audio(name: str, level: float, samples: np.ndarray, seed: int = 0, **o
 # ------------------------------------------------------------------------------------------------ noises
 
 
-RANDOM_NOISES = {"white_noise": 10, "pink_noise": 10, "brown_noise": 10, "mute": 0.4, "occlusion": 0.2,
-                 "blank_frames": 0.5, "dropped_frames": 0.5}
+RANDOM_NOISES = {
+    "white_noise": 10,
+    "pink_noise": 10,
+    "brown_noise": 10,
+    "mute": 0.4,
+    "occlusion": 0.2,
+    "blank_frames": 0.5,
+    "dropped_frames": 0.5,
+}
 FIXED_NOISES = {"lowpass": 1000, "clipping": 0.1, "blur": 2.0, "brightness": 0.6}
 
 
@@ -174,7 +181,9 @@ def test_dropped_frames_show_the_last_frame_kept(share):
     assert np.array_equal(out[0], frames[0])
     frozen = [index for index in range(1, len(out)) if np.array_equal(out[index], out[index - 1])]
     assert len(frozen) == round(share * (len(frames) - 1))
-    shown = [next(k for k, frame in enumerate(frames) if np.array_equal(frame, out[index])) for index in range(len(out))]
+    shown = [
+        next(k for k, frame in enumerate(frames) if np.array_equal(frame, out[index])) for index in range(len(out))
+    ]
     assert shown == sorted(shown)  # time never runs backwards
 
 
@@ -185,13 +194,18 @@ def test_brightness_scales_every_pixel(gain):
     assert np.abs(out.astype(float) - frame * gain).max() <= 0.5
 
 
-@pytest.mark.parametrize("name, level, message", [
-    ("mute", 1.5, "level 1.5 is not allowed for mute (the level is the share of the track silenced, in [0, 1])"),
-    ("blur", -1, "level -1 is not allowed for blur"),
-    ("white_noise", math.inf, "level inf is not allowed for white_noise"),
-])
+@pytest.mark.parametrize(
+    "name, level, message",
+    [
+        ("mute", 1.5, "level 1.5 is not allowed for mute (the level is the share of the track silenced, in [0, 1])"),
+        ("blur", -1, "level -1 is not allowed for blur"),
+        ("white_noise", math.inf, "level inf is not allowed for white_noise"),
+    ],
+)
 def test_a_level_outside_the_noise_meaning_is_refused(name, level, message):
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(
+        ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")
+    ):
         create_noise(name, level)
 
 
@@ -224,8 +238,13 @@ def decoded(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def layout(path: Path) -> dict:
     with av.open(str(path)) as container:
         audio, video = container.streams.audio[0], container.streams.video[0]
-        return {"streams": [stream.type for stream in container.streams], "sample_rate": audio.sample_rate,
-                "channels": audio.channels, "fps": video.average_rate, "size": (video.width, video.height)}
+        return {
+            "streams": [stream.type for stream in container.streams],
+            "sample_rate": audio.sample_rate,
+            "channels": audio.channels,
+            "fps": video.average_rate,
+            "size": (video.width, video.height),
+        }
 
 
 @pytest.fixture(scope="module")
@@ -290,24 +309,62 @@ def dataset(tmp_path_factory, clip) -> Path:
 
 def test_the_corrupt_command_writes_a_dataset_of_the_same_layout(dataset, tmp_path, capsys):
     out = tmp_path / "tiny-mute-0.5"
-    assert cli.main(["corrupt", "--dataset", str(dataset), "--noise", "mute", "--level", "0.5", "--seed", "3",
-                     "--out", str(out), "--set", "span_seconds=0.1", "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "corrupt",
+                "--dataset",
+                str(dataset),
+                "--noise",
+                "mute",
+                "--level",
+                "0.5",
+                "--seed",
+                "3",
+                "--out",
+                str(out),
+                "--set",
+                "span_seconds=0.1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert f"wrote 4 clips to {out} (mute at level 0.5, seed 3)" in capsys.readouterr().out
     assert (out / "label.csv").read_bytes() == (dataset / "label.csv").read_bytes()
     clips = read_dataset(out)
-    assert [(c.video_id, c.clip_id, c.path.name) for c in clips] == [("v1", "1", "1.mp4"), ("v1", "2", "2.mp4"),
-                                                                      ("v2", "1", "1.mp4"), ("v3", "1", "1.mp4")]
+    assert [(c.video_id, c.clip_id, c.path.name) for c in clips] == [
+        ("v1", "1", "1.mp4"),
+        ("v1", "2", "2.mp4"),
+        ("v2", "1", "1.mp4"),
+        ("v3", "1", "1.mp4"),
+    ]
     assert json.loads((out / "corruption.json").read_text()) | {"robustmm": None} == {
-        "source": str(dataset), "noise": "mute", "level": 0.5, "seed": 3, "options": {"span_seconds": 0.1}, "robustmm": None}
+        "source": str(dataset),
+        "noise": "mute",
+        "level": 0.5,
+        "seed": 3,
+        "options": {"span_seconds": 0.1},
+        "robustmm": None,
+    }
     audio = [decoded(clip.path)[0] for clip in clips]
     assert not np.array_equal(audio[0], audio[1])  # each clip draws its own spans, though the sources are equal
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (["--noise", "white_nois", "--level", "10"], "--noise: 'white_nois' is not allowed (a registered noise: "),
-    (["--noise", "mute", "--level", "2"], "--level: level 2.0 is not allowed for mute (the level is the share of the track silenced, in [0, 1])"),
-    (["--noise", "mute", "--level", "0.5", "--set", "spn=1"], "--set: mute: unknown option(s) spn (its options: span_seconds)"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--noise", "white_nois", "--level", "10"], "--noise: 'white_nois' is not allowed (a registered noise: "),
+        (
+            ["--noise", "mute", "--level", "2"],
+            "--level: level 2.0 is not allowed for mute (the level is the share of the track silenced, in [0, 1])",
+        ),
+        (
+            ["--noise", "mute", "--level", "0.5", "--set", "spn=1"],
+            "--set: mute: unknown option(s) spn (its options: span_seconds)",
+        ),
+    ],
+)
 def test_the_corrupt_command_names_a_bad_setting_in_one_line(dataset, tmp_path, capsys, arguments, message):
     assert cli.main(["corrupt", "--dataset", str(dataset), "--out", str(tmp_path / "out"), *arguments]) == 2
     error = capsys.readouterr().err
@@ -325,9 +382,16 @@ def test_the_corrupt_command_names_a_clip_it_cannot_read_and_leaves_no_half_data
         target.write_bytes(clip.path.read_bytes())
     (broken / "Raw" / "v2" / "1.mp4").write_bytes(b"not a video")
     out = tmp_path / "out"
-    assert cli.main(["corrupt", "--dataset", str(broken), "--noise", "blur", "--level", "1", "--out", str(out), "--no-progress"]) == 2
+    assert (
+        cli.main(
+            ["corrupt", "--dataset", str(broken), "--noise", "blur", "--level", "1", "--out", str(out), "--no-progress"]
+        )
+        == 2
+    )
     error = capsys.readouterr().err.strip()
-    assert error.startswith(f"robustmm corrupt: error: {broken / 'Raw' / 'v2' / '1.mp4'}: cannot corrupt with blur at level 1: ")
+    assert error.startswith(
+        f"robustmm corrupt: error: {broken / 'Raw' / 'v2' / '1.mp4'}: cannot corrupt with blur at level 1: "
+    )
     assert len(error.splitlines()) == 1 and not out.exists()
     out.mkdir()
     (out / "keep.txt").write_text("mine")
@@ -355,17 +419,32 @@ def test_corruptions_in_params_are_checked_with_the_datasets_they_need(tmp_path)
     params = load_params(write_params(tmp_path, {"demo-white_noise-10": entry}, ["demo", "demo-white_noise-10"]))
     assert params.corruptions["demo-white_noise-10"].seed == 0
     with pytest.raises(SettingsError) as raised:
-        load_params(write_params(tmp_path, {"demo-white_noise-10": entry, "bad": {**entry, "noise": "blurr", "level": 1},
-                                            "demo-mute-2": {**entry, "noise": "mute", "level": 2}}, ["demo"]))
+        load_params(
+            write_params(
+                tmp_path,
+                {
+                    "demo-white_noise-10": entry,
+                    "bad": {**entry, "noise": "blurr", "level": 1},
+                    "demo-mute-2": {**entry, "noise": "mute", "level": 2},
+                },
+                ["demo"],
+            )
+        )
     path = tmp_path / "params.yaml"
     assert raised.value.problems == [
         f"{path}: corruptions.bad.noise: 'blurr' is not allowed (a registered noise: {', '.join(sorted(NOISES))}; did you mean 'blur'?)",
         f"{path}: corruptions.demo-mute-2.level: level 2 is not allowed for mute (the level is the share of the track silenced, in [0, 1])",
     ]
     with pytest.raises(SettingsError, match="corruptions.demo-mute-0.5: a name with '.' cannot be a DVC params key"):
-        load_params(write_params(tmp_path, {"demo-mute-0.5": {**entry, "noise": "mute", "level": 0.5}}, ["demo", "demo-mute-0.5"]))
+        load_params(
+            write_params(
+                tmp_path, {"demo-mute-0.5": {**entry, "noise": "mute", "level": 0.5}}, ["demo", "demo-mute-0.5"]
+            )
+        )
     with pytest.raises(SettingsError) as raised:
-        load_params(write_params(tmp_path, {"demo-white_noise-10": entry, "other": {**entry, "dataset": "nope"}}, ["demo"]))
+        load_params(
+            write_params(tmp_path, {"demo-white_noise-10": entry, "other": {**entry, "dataset": "nope"}}, ["demo"])
+        )
     assert raised.value.problems == [
         f"{path}: corruptions.demo-white_noise-10: 'demo-white_noise-10' is not in extract.datasets: add it, so that its clips are extracted",
         f"{path}: corruptions.other: 'other' is not in extract.datasets: add it, so that its clips are extracted",
@@ -377,8 +456,15 @@ def test_corruptions_in_params_are_checked_with_the_datasets_they_need(tmp_path)
 # ------------------------------------------------------------------------------------------------ evaluation
 
 
-FAST = {"text_mode": "frozen", "text_encoder": OFFLINE_ENCODER, "device": "cpu", "epochs": 2, "progress": False,
-        "seeds": [1, 2], "overwrite": True}
+FAST = {
+    "text_mode": "frozen",
+    "text_encoder": OFFLINE_ENCODER,
+    "device": "cpu",
+    "epochs": 2,
+    "progress": False,
+    "seeds": [1, 2],
+    "overwrite": True,
+}
 
 
 @pytest.fixture(scope="module")
@@ -387,7 +473,9 @@ def feature_files(tmp_path_factory) -> dict[str, Path]:
     preset = custom_preset("tiny", seq_lens=(8, 12, 10), feature_dims=(384, 5, 7))
     clean = synthetic.make_dataset(preset, sizes=(32, 8, 8), seed=4)
     noisy = {name: {key: np.array(value, copy=True) for key, value in split.items()} for name, split in clean.items()}
-    noisy["test"]["audio"] = noisy["test"]["audio"] + np.random.default_rng(0).normal(0, 3, noisy["test"]["audio"].shape).astype(np.float32)
+    noisy["test"]["audio"] = noisy["test"]["audio"] + np.random.default_rng(0).normal(
+        0, 3, noisy["test"]["audio"].shape
+    ).astype(np.float32)
     shorter = synthetic.make_dataset(preset, sizes=(32, 8, 8), seq_lens=(8, 6, 10), seed=4)
     files = {"clean": root / "clean.pkl", "noisy": root / "noisy.pkl", "shorter": root / "shorter.pkl"}
     for name, content in (("clean", clean), ("noisy", noisy), ("shorter", shorter)):
@@ -398,15 +486,20 @@ def feature_files(tmp_path_factory) -> dict[str, Path]:
 @pytest.mark.usefixtures("single_torch_thread")
 def test_clean_models_are_tested_on_each_corrupted_file(feature_files, tmp_path):
     out = tmp_path / "results"
-    corrupted = [CorruptedSet("tiny-white_noise-0", "white_noise", 0.0, str(feature_files["noisy"])),
-                 CorruptedSet("tiny-white_noise-20", "white_noise", 20.0, str(feature_files["clean"]))]
-    rows = evaluate_corruptions(feature_files["clean"], "custom", corrupted, out, out / "corruption_models",
-                                ("MAE", "Corr"), **FAST)
+    corrupted = [
+        CorruptedSet("tiny-white_noise-0", "white_noise", 0.0, str(feature_files["noisy"])),
+        CorruptedSet("tiny-white_noise-20", "white_noise", 20.0, str(feature_files["clean"])),
+    ]
+    rows = evaluate_corruptions(
+        feature_files["clean"], "custom", corrupted, out, out / "corruption_models", ("MAE", "Corr"), **FAST
+    )
     assert [row["corruption"] for row in rows] == ["clean", "tiny-white_noise-0", "tiny-white_noise-20"]
     clean = rows[0]
     # The clean row is the rate-0 models' own test result, and a copy equal to the clean file scores the same.
-    trained = [json.loads((out / "corruption_models" / "runs" / f"rate_0.0_seed_{seed}" / "result.json").read_text())["test"]
-               for seed in (1, 2)]
+    trained = [
+        json.loads((out / "corruption_models" / "runs" / f"rate_0.0_seed_{seed}" / "result.json").read_text())["test"]
+        for seed in (1, 2)
+    ]
     assert clean["MAE_mean"] == pytest.approx(np.mean([run["MAE"] for run in trained]))
     assert rows[2]["MAE_mean"] == clean["MAE_mean"] and rows[0]["seeds"] == 2
     assert rows[1]["MAE_mean"] != clean["MAE_mean"]
@@ -419,13 +512,18 @@ def test_clean_models_are_tested_on_each_corrupted_file(feature_files, tmp_path)
     checkpoints = sorted((out / "corruption_models" / "runs").glob("*/best.pt"))
     assert len(checkpoints) == 2
     before = [path.stat().st_mtime_ns for path in checkpoints]
-    evaluate_corruptions(feature_files["clean"], "custom", corrupted[:1], out, out / "corruption_models", ("MAE",), **FAST)
+    evaluate_corruptions(
+        feature_files["clean"], "custom", corrupted[:1], out, out / "corruption_models", ("MAE",), **FAST
+    )
     assert [path.stat().st_mtime_ns for path in checkpoints] == before  # the clean models are reused
 
 
 def test_a_corrupted_file_of_other_lengths_is_refused_before_training(feature_files, tmp_path):
     shorter = CorruptedSet("tiny-shorter", "white_noise", 0.0, str(feature_files["shorter"]))
-    with pytest.raises(data.FormatError, match=r"test/audio has shape \(N, 6, 5\), .* \(N, 12, 5\): assemble both with the same lengths"):
+    with pytest.raises(
+        data.FormatError,
+        match=r"test/audio has shape \(N, 6, 5\), .* \(N, 12, 5\): assemble both with the same lengths",
+    ):
         evaluate_corruptions(feature_files["clean"], "custom", [shorter], tmp_path, tmp_path / "models", **FAST)
     assert list((tmp_path / "models").iterdir()) == []
 

@@ -21,7 +21,12 @@ def test_a_corrupted_copy_goes_through_extraction_and_is_tested_with_the_clean_m
     params["extract"]["datasets"] = ["demo", NAME]
     project.write_params(params)
     corrupted_stages = {f"corrupt@{NAME}", f"extract@{NAME}", f"assemble@{NAME}"}
-    assert project.repro() == EXTRACT | corrupted_stages | {"assemble@demo", "sweep@demo", "evaluate_corruptions@demo", "report"}
+    assert project.repro() == EXTRACT | corrupted_stages | {
+        "assemble@demo",
+        "sweep@demo",
+        "evaluate_corruptions@demo",
+        "report",
+    }
 
     clean, noisy = data.load(project.root / "data" / "demo.pkl"), data.load(project.root / "data" / f"{NAME}.pkl")
     assert list(noisy["test"]["id"]) == list(clean["test"]["id"])

@@ -13,7 +13,10 @@ def small(name="mosi", sizes=(6, 3, 3)):
 
 def test_round_trip_and_byte_identical_writes(tmp_path):
     dataset = small()
-    dataset[data.META_KEY] = {"extractors": {"audio": {"name": "librosa", "version": 1}}, "feature_names": {"audio": ["a"] * 5}}
+    dataset[data.META_KEY] = {
+        "extractors": {"audio": {"name": "librosa", "version": 1}},
+        "feature_names": {"audio": ["a"] * 5},
+    }
     data.write(dataset, tmp_path / "a.pkl")
     loaded = data.load(tmp_path / "a.pkl")
     for split in data.SPLITS:
@@ -23,7 +26,10 @@ def test_round_trip_and_byte_identical_writes(tmp_path):
     assert loaded[data.META_KEY] == dataset[data.META_KEY]
     # Same content built separately (new objects, other key order) gives the same bytes.
     rebuilt = {split: dict(reversed(list(small()[split].items()))) for split in reversed(data.SPLITS)}
-    rebuilt[data.META_KEY] = {"feature_names": {"audio": ["a"] * 5}, "extractors": {"audio": {"version": 1, "name": "librosa"}}}
+    rebuilt[data.META_KEY] = {
+        "feature_names": {"audio": ["a"] * 5},
+        "extractors": {"audio": {"version": 1, "name": "librosa"}},
+    }
     data.write(rebuilt, tmp_path / "b.pkl")
     data.write(loaded, tmp_path / "c.pkl")
     assert (tmp_path / "a.pkl").read_bytes() == (tmp_path / "b.pkl").read_bytes() == (tmp_path / "c.pkl").read_bytes()
@@ -33,7 +39,7 @@ def test_write_is_atomic_and_leaves_no_temporary_on_failure(tmp_path):
     target = tmp_path / "out.pkl"
     data.write(small(), target)
     before = target.read_bytes()
-    with pytest.raises(Exception):
+    with pytest.raises(pickle.PicklingError):
         data.write({"train": {"bad": lambda: None}}, target)
     assert target.read_bytes() == before
     assert os.listdir(tmp_path) == ["out.pkl"]

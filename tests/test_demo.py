@@ -102,7 +102,10 @@ def test_make_demo_writes_the_layout_and_rebuilds_identical_bytes(tmp_path):
     assert [r["mode"] for r in rows] == ["train", "valid", "test"]
     for row in rows:
         info = probe(out / "Raw" / row["video_id"] / f"{row['clip_id']}.mp4")
-        assert info["samples"] >= demo.CLIP_SECONDS * demo.SAMPLE_RATE and len(info["frames"]) == demo.CLIP_SECONDS * demo.FPS
+        assert (
+            info["samples"] >= demo.CLIP_SECONDS * demo.SAMPLE_RATE
+            and len(info["frames"]) == demo.CLIP_SECONDS * demo.FPS
+        )
         assert row["annotation"] == demo.annotation(float(row["label"]))
     assert not list(out.rglob("*.partial"))
     # the first clip of the full demo is the first clip of any smaller one: it must match the committed bytes

@@ -13,8 +13,11 @@ import crashing_extractor
 import pandas as pd
 import pytest
 from crashing_extractor import CrashingExtractor
-from test_features_pipeline import CLIPS, SETTINGS
-from test_features_pipeline import dataset  # noqa: F401 - the fixture: a clip folder with faces, blanks, broken files
+from test_features_pipeline import (
+    CLIPS,
+    SETTINGS,
+    dataset,  # noqa: F401 - the fixture: a clip folder with faces, blanks, broken files
+)
 from test_sweep import feature_file  # noqa: F401 - a small SIMS-shaped feature file
 
 import robustmm
@@ -26,8 +29,14 @@ from robustmm.features.extract import extract
 from robustmm.text_encoder import OFFLINE_ENCODER
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
-FAST = {"text_mode": "frozen", "text_encoder": OFFLINE_ENCODER, "device": "cpu", "epochs": 2, "progress": False,
-        "torch_threads": 1}
+FAST = {
+    "text_mode": "frozen",
+    "text_encoder": OFFLINE_ENCODER,
+    "device": "cpu",
+    "epochs": 2,
+    "progress": False,
+    "torch_threads": 1,
+}
 RATES, SEEDS = [0.0, 0.5], [111, 1111]
 
 
@@ -72,8 +81,11 @@ def test_ray_extraction_is_byte_identical_to_a_local_run(ray_cluster, dataset, l
 
     encoded_remotely = []
     real = ray_extract.RemoteTextExtractor.extract_batch
-    monkeypatch.setattr(ray_extract.RemoteTextExtractor, "extract_batch",
-                        lambda self, texts: encoded_remotely.append(len(texts)) or real(self, texts))
+    monkeypatch.setattr(
+        ray_extract.RemoteTextExtractor,
+        "extract_batch",
+        lambda self, texts: encoded_remotely.append(len(texts)) or real(self, texts),
+    )
     on_ray = extract_into(dataset, tmp_path, executor="ray", workers=2)
     assert sorted(on_ray) == sorted(local_features) and len(on_ray) == 6
     for name, content in local_features.items():
@@ -85,8 +97,15 @@ def test_shards_together_equal_one_unsharded_run(dataset, local_features, tmp_pa
     cache = tmp_path / "shared-cache"
     entries = []
     for index in (0, 1):
-        summary = extract(dataset, SETTINGS, {m: tmp_path / "unused" / f"{m}.pkl" for m in SETTINGS}, cache, workers=1,
-                          progress=False, shard=Shard(index, 2))
+        summary = extract(
+            dataset,
+            SETTINGS,
+            {m: tmp_path / "unused" / f"{m}.pkl" for m in SETTINGS},
+            cache,
+            workers=1,
+            progress=False,
+            shard=Shard(index, 2),
+        )
         assert summary["audio"] == {"clips": len(CLIPS[index::2])}
         assert not (tmp_path / "unused").exists()  # a shard writes nothing but cache entries
         entries.append(len(list(cache.rglob("*.npz"))))
@@ -125,8 +144,15 @@ def test_a_ray_worker_killed_mid_clip_gets_the_clip_retried(ray_cluster, crashin
     killer = threading.Thread(target=kill_the_stalled_actor)
     killer.start()
     config = {"crash_clip": "2", "how": "stall", "marker_dir": str(markers)}
-    report = extract(root, {"audio": ("test-crashing", config)}, {"audio": tmp_path / "audio.pkl"}, tmp_path / "cache",
-                     workers=2, progress=False, executor="ray")["audio"]
+    report = extract(
+        root,
+        {"audio": ("test-crashing", config)},
+        {"audio": tmp_path / "audio.pkl"},
+        tmp_path / "cache",
+        workers=2,
+        progress=False,
+        executor="ray",
+    )["audio"]
     killer.join()
     assert killed and killed[0] != os.getpid()
     assert report["failures"] == []
@@ -136,8 +162,16 @@ def test_a_ray_worker_killed_mid_clip_gets_the_clip_retried(ray_cluster, crashin
 
     # A clip whose actor dies on every attempt is reported failed with the cause; the other clips go on.
     config = {"crash_clip": "3", "how": "exit"}
-    report = extract(root, {"audio": ("test-crashing", config)}, {"audio": tmp_path / "again.pkl"}, tmp_path / "cache2",
-                     workers=2, progress=False, executor="ray", max_failure_share=0.5)["audio"]
+    report = extract(
+        root,
+        {"audio": ("test-crashing", config)},
+        {"audio": tmp_path / "again.pkl"},
+        tmp_path / "cache2",
+        workers=2,
+        progress=False,
+        executor="ray",
+        max_failure_share=0.5,
+    )["audio"]
     assert [failure["id"] for failure in report["failures"]] == ["v$_$3"]
     assert "the worker process died extracting this clip" in report["failures"][0]["reason"]
     assert "also when retried in a fresh worker" in report["failures"][0]["reason"]
@@ -169,9 +203,19 @@ def test_parallel_local_runs_give_the_serial_results(feature_file, serial_sweep,
     assert_same_sweep(tmp_path, serial_sweep)
 
 
-def test_a_ray_sweep_gives_the_local_results_and_reuses_finished_runs(ray_cluster, feature_file, serial_sweep, tmp_path):
-    robustmm.sweep(feature_file, "sims", rates=RATES, seeds=SEEDS, out=tmp_path, executor="ray",
-                   resources={"cpus": 1, "gpus": 0}, **FAST)
+def test_a_ray_sweep_gives_the_local_results_and_reuses_finished_runs(
+    ray_cluster, feature_file, serial_sweep, tmp_path
+):
+    robustmm.sweep(
+        feature_file,
+        "sims",
+        rates=RATES,
+        seeds=SEEDS,
+        out=tmp_path,
+        executor="ray",
+        resources={"cpus": 1, "gpus": 0},
+        **FAST,
+    )
     assert_same_sweep(tmp_path, serial_sweep)
     stamps = {path: path.stat().st_mtime_ns for path in tmp_path.glob("runs/*/result.json")}
     assert len(stamps) == 4
@@ -179,14 +223,39 @@ def test_a_ray_sweep_gives_the_local_results_and_reuses_finished_runs(ray_cluste
     assert {path: path.stat().st_mtime_ns for path in tmp_path.glob("runs/*/result.json")} == stamps
 
 
-def test_sweep_shards_train_their_runs_and_the_full_sweep_writes_the_results(feature_file, serial_sweep, tmp_path, capsys):
-    args = ["sweep", "--data", str(feature_file), "--dataset", "sims", "--rates", "0,0.5", "--seeds", "111,1111",
-            "--text-mode", "frozen", "--text-encoder", OFFLINE_ENCODER, "--device", "cpu", "--epochs", "2",
-            "--no-progress", "--torch-threads", "1", "--out", str(tmp_path)]
+def test_sweep_shards_train_their_runs_and_the_full_sweep_writes_the_results(
+    feature_file, serial_sweep, tmp_path, capsys
+):
+    args = [
+        "sweep",
+        "--data",
+        str(feature_file),
+        "--dataset",
+        "sims",
+        "--rates",
+        "0,0.5",
+        "--seeds",
+        "111,1111",
+        "--text-mode",
+        "frozen",
+        "--text-encoder",
+        OFFLINE_ENCODER,
+        "--device",
+        "cpu",
+        "--epochs",
+        "2",
+        "--no-progress",
+        "--torch-threads",
+        "1",
+        "--out",
+        str(tmp_path),
+    ]
     assert main([*args, "--shard", "1/2"]) == 0
     assert "shard 1/2: its runs are in" in capsys.readouterr().out
     assert sorted(path.parent.name for path in tmp_path.glob("runs/*/result.json")) == [
-        "rate_0.0_seed_1111", "rate_0.5_seed_1111"]  # every 2nd run of the rate-major list, from the 2nd
+        "rate_0.0_seed_1111",
+        "rate_0.5_seed_1111",
+    ]  # every 2nd run of the rate-major list, from the 2nd
     assert not (tmp_path / "results.csv").exists()
     assert main([*args, "--shard", "0/2"]) == 0
     stamps = {path: path.stat().st_mtime_ns for path in tmp_path.glob("runs/*/result.json")}
@@ -196,10 +265,13 @@ def test_sweep_shards_train_their_runs_and_the_full_sweep_writes_the_results(fea
     assert_same_sweep(tmp_path, serial_sweep)
 
 
-@pytest.mark.parametrize(("flag", "message"), [
-    ("2/2", "--shard: '2/2' is not I/N with 0 <= I < N"),
-    ("one", "--shard: 'one' is not I/N"),
-])
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("2/2", "--shard: '2/2' is not I/N with 0 <= I < N"),
+        ("one", "--shard: 'one' is not I/N"),
+    ],
+)
 def test_a_bad_shard_is_refused_before_any_work(tmp_path, capsys, flag, message):
     assert main(["extract", "--dataset", str(tmp_path / "absent"), "--audio", "mfcc", "--shard", flag]) == 2
     assert message in capsys.readouterr().err
@@ -217,4 +289,7 @@ def test_the_base_install_does_not_import_ray(tmp_path):
     import subprocess
 
     code = "import robustmm.cli, robustmm.experiments, robustmm.features.extract, sys; print('ray' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+        == "False"
+    )

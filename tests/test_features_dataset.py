@@ -18,11 +18,15 @@ def write_dataset(root: Path, csv_text: str, files: list[str]) -> Path:
 
 
 def test_reads_clips_sorted_by_id_with_extra_labels(tmp_path):
-    root = write_dataset(tmp_path / "d", (
-        "video_id,clip_id,text,label,mode,label_T,label_A,label_V,annotation\n"
-        "vb,2,hello there,0.5,train,0.1,0.2,0.3,Positive\n"
-        "va,1,\"comma, inside\",-1,test,0,0,0,Negative\n"
-    ), ["vb/2.mp4", "va/1.flv"])
+    root = write_dataset(
+        tmp_path / "d",
+        (
+            "video_id,clip_id,text,label,mode,label_T,label_A,label_V,annotation\n"
+            "vb,2,hello there,0.5,train,0.1,0.2,0.3,Positive\n"
+            'va,1,"comma, inside",-1,test,0,0,0,Negative\n'
+        ),
+        ["vb/2.mp4", "va/1.flv"],
+    )
     clips = read_dataset(root)
     assert [clip.id for clip in clips] == ["va$_$1", "vb$_$2"]
     assert clips[0].text == "comma, inside" and clips[0].label == -1.0 and clips[0].mode == "test"
@@ -31,15 +35,19 @@ def test_reads_clips_sorted_by_id_with_extra_labels(tmp_path):
 
 
 def test_every_problem_is_reported_at_once_with_row(tmp_path):
-    root = write_dataset(tmp_path / "d", (
-        "video_id,clip_id,text,label,mode\n"
-        "v,1,a,0.5,train\n"
-        "v,2,b,abc,train\n"  # row 3: non-numeric label
-        "v,3,c,,valid\n"  # row 4: missing label
-        "v,4,d,1,dev\n"  # row 5: unknown mode
-        "v,1,e,1,test\n"  # row 6: duplicate
-        "v,5,f,1,test\n"  # row 7: file absent
-    ), ["v/1.mp4", "v/2.mp4", "v/3.mp4", "v/4.mp4", "v/9.mkv"])
+    root = write_dataset(
+        tmp_path / "d",
+        (
+            "video_id,clip_id,text,label,mode\n"
+            "v,1,a,0.5,train\n"
+            "v,2,b,abc,train\n"  # row 3: non-numeric label
+            "v,3,c,,valid\n"  # row 4: missing label
+            "v,4,d,1,dev\n"  # row 5: unknown mode
+            "v,1,e,1,test\n"  # row 6: duplicate
+            "v,5,f,1,test\n"  # row 7: file absent
+        ),
+        ["v/1.mp4", "v/2.mp4", "v/3.mp4", "v/4.mp4", "v/9.mkv"],
+    )
     with pytest.raises(DatasetError) as caught:
         read_dataset(root)
     problems = caught.value.problems
@@ -63,8 +71,12 @@ def test_missing_columns_and_missing_files(tmp_path):
 
 def test_a_label_csv_that_is_not_utf8_is_refused_naming_the_file_and_line(tmp_path):
     root = write_dataset(tmp_path / "d", "", ["v/1.mp4", "v/2.mp4"])
-    (root / "label.csv").write_bytes("video_id,clip_id,text,label,mode\nv,1,fine,0.5,train\nv,2,très bien,1,test\n".encode("latin-1"))
+    (root / "label.csv").write_bytes(
+        "video_id,clip_id,text,label,mode\nv,1,fine,0.5,train\nv,2,très bien,1,test\n".encode("latin-1")
+    )
     with pytest.raises(DatasetError, match=r"label.csv:3: not UTF-8 text \(byte 0xe8 .*save label.csv as UTF-8"):
         read_dataset(root)
-    (root / "label.csv").write_bytes("video_id,clip_id,text,label,mode\nv,1,fine,0.5,train\nv,2,très bien,1,test\n".encode("utf-8-sig"))
+    (root / "label.csv").write_bytes(
+        "video_id,clip_id,text,label,mode\nv,1,fine,0.5,train\nv,2,très bien,1,test\n".encode("utf-8-sig")
+    )
     assert [clip.text for clip in read_dataset(root)] == ["fine", "très bien"]

@@ -19,12 +19,22 @@ FACE = (resize(astronaut(), (128, 128)) * 255).astype(np.uint8)
 BLANK = np.full((128, 128, 3), 90, np.uint8)
 REPO = Path(__file__).resolve().parents[1]
 # ../shared/media beside the repository (or beside the folder of worktrees)
-OPENFACE_SAMPLE = next((path for path in (REPO.parent / "shared" / "media" / "openface_sample.csv",
-                                          REPO.parent.parent / "shared" / "media" / "openface_sample.csv") if path.is_file()),
-                       REPO.parent / "shared" / "media" / "openface_sample.csv")
+OPENFACE_SAMPLE = next(
+    (
+        path
+        for path in (
+            REPO.parent / "shared" / "media" / "openface_sample.csv",
+            REPO.parent.parent / "shared" / "media" / "openface_sample.csv",
+        )
+        if path.is_file()
+    ),
+    REPO.parent / "shared" / "media" / "openface_sample.csv",
+)
 
 
-def make_clip(path: Path, frames=(FACE,) * 5, fps: int = 5, audio_seconds: float | None = 1.0, tone: float = 220.0) -> Path:
+def make_clip(
+    path: Path, frames=(FACE,) * 5, fps: int = 5, audio_seconds: float | None = 1.0, tone: float = 220.0
+) -> Path:
     """An mp4 with the given RGB frames and (unless audio_seconds is None) a mono 16 kHz tone."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as container:
@@ -44,7 +54,7 @@ def make_clip(path: Path, frames=(FACE,) * 5, fps: int = 5, audio_seconds: float
             t = np.arange(int(audio_seconds * rate)) / rate
             signal = (0.3 * np.sin(2 * np.pi * tone * t) + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
             for start in range(0, len(signal), 1024):
-                frame = av.AudioFrame.from_ndarray(signal[None, start:start + 1024], format="flt", layout="mono")
+                frame = av.AudioFrame.from_ndarray(signal[None, start : start + 1024], format="flt", layout="mono")
                 frame.sample_rate, frame.pts = rate, start
                 container.mux(audio.encode(frame))
             container.mux(audio.encode())
@@ -71,12 +81,16 @@ def write_audio_clip(path: Path, channels: np.ndarray, rate: int, codec: str = "
         audio = container.add_stream(codec, rate=rate)
         audio.layout = layout
         for index in range(int(channels.shape[1] / rate * 5)):
-            container.mux(video.encode(av.VideoFrame.from_ndarray(np.full((32, 32, 3), 40 + index, np.uint8), format="rgb24")))
+            container.mux(
+                video.encode(av.VideoFrame.from_ndarray(np.full((32, 32, 3), 40 + index, np.uint8), format="rgb24"))
+            )
         container.mux(video.encode())
         for start in range(0, channels.shape[1], 1024):
-            chunk = channels[:, start:start + 1024]
+            chunk = channels[:, start : start + 1024]
             if codec == "pcm_s16le":
-                frame = av.AudioFrame.from_ndarray(np.round(chunk.T.reshape(1, -1) * 32767).astype(np.int16), format="s16", layout=layout)
+                frame = av.AudioFrame.from_ndarray(
+                    np.round(chunk.T.reshape(1, -1) * 32767).astype(np.int16), format="s16", layout=layout
+                )
             else:
                 frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format="fltp", layout=layout)
             frame.sample_rate, frame.pts = rate, start
@@ -113,7 +127,12 @@ def mediapipe():
 def test_decode_resamples_audio_and_samples_frames(clips):
     seen = []
     formats = (AudioFormat(16000), AudioFormat(22050))
-    decoded = decode_clip(clips["face"], audio_formats=formats, video_fps=(5, 2), on_frame=lambda fps, t, rgb: seen.append((fps, t, rgb.shape)))
+    decoded = decode_clip(
+        clips["face"],
+        audio_formats=formats,
+        video_fps=(5, 2),
+        on_frame=lambda fps, t, rgb: seen.append((fps, t, rgb.shape)),
+    )
     assert set(decoded.audio) == set(formats)
     assert all(abs(len(decoded.audio[f]) / f.sample_rate - 1.0) < 0.1 for f in formats)
     assert decoded.audio[formats[0]].dtype == np.float32 and decoded.has_video
@@ -137,7 +156,7 @@ def test_stereo_is_mixed_by_the_channel_mean_without_a_sqrt2_gain(tmp_path, deco
     stereo = write_audio_clip(tmp_path / "stereo.mkv", np.stack([signal, signal]), 22050, codec="pcm_s16le")
     audio_format = AudioFormat(16000, decode)
     from_mono, from_stereo = (decode_clip(path, [audio_format]).audio[audio_format] for path in (mono, stereo))
-    assert len(from_mono) == len(from_stereo) and np.sqrt(np.mean(from_mono ** 2)) > 0.05
+    assert len(from_mono) == len(from_stereo) and np.sqrt(np.mean(from_mono**2)) > 0.05
     assert np.abs(from_stereo - from_mono).max() < 1e-6
 
 
@@ -146,22 +165,32 @@ def test_stereo_mean_of_different_channels(tmp_path):
     clip = write_audio_clip(tmp_path / "lr.mkv", np.stack([left, right]), 16000, codec="pcm_s16le")
     audio_format = AudioFormat(16000, "mmsa-fet")
     samples = decode_clip(clip, [audio_format]).audio[audio_format]
-    quantised = np.round(np.stack([left, right]) * 32767) / 32768  # the 16-bit PCM the clip holds, read as soundfile does
+    quantised = (
+        np.round(np.stack([left, right]) * 32767) / 32768
+    )  # the 16-bit PCM the clip holds, read as soundfile does
     assert np.abs(samples - quantised.mean(axis=0)).max() < 1e-7
 
 
 def test_mmsa_fet_decoding_is_16_bit_and_every_format_comes_from_one_decode(tmp_path):
-    clip = write_audio_clip(tmp_path / "tone.mp4", np.stack([speech_like(1.0, 44100, 6), speech_like(1.0, 44100, 7)]), 44100)
-    formats = [AudioFormat(44100, "mmsa-fet"), AudioFormat(16000, "mmsa-fet", "soxr_hq"),
-               AudioFormat(16000, "mmsa-fet", "kaiser_best"), AudioFormat(16000)]
+    clip = write_audio_clip(
+        tmp_path / "tone.mp4", np.stack([speech_like(1.0, 44100, 6), speech_like(1.0, 44100, 7)]), 44100
+    )
+    formats = [
+        AudioFormat(44100, "mmsa-fet"),
+        AudioFormat(16000, "mmsa-fet", "soxr_hq"),
+        AudioFormat(16000, "mmsa-fet", "kaiser_best"),
+        AudioFormat(16000),
+    ]
     assert AudioFormat(16000, "mmsa-fet") == formats[1]  # None means soxr_hq: one decode serves both
     audio = decode_clip(clip, formats).audio
     native = audio[formats[0]]
     # At the native rate no resampling happens: the mean of two 16-bit channels is a multiple of 1 / 65536.
     assert np.array_equal(native * 65536, np.round(native * 65536)) and native.std() > 0.01
     soxr, kaiser, pyav = audio[formats[1]], audio[formats[2]], audio[formats[3]]
-    assert len(soxr) == len(kaiser) == int(np.ceil(len(native) * 16000 / 44100)) and 0 < np.abs(soxr - kaiser).max() < 0.01
-    assert np.abs(pyav[:len(soxr)] - soxr).max() < 0.01  # different resamplers, same signal
+    assert (
+        len(soxr) == len(kaiser) == int(np.ceil(len(native) * 16000 / 44100)) and 0 < np.abs(soxr - kaiser).max() < 0.01
+    )
+    assert np.abs(pyav[: len(soxr)] - soxr).max() < 0.01  # different resamplers, same signal
 
 
 def test_audio_decode_settings_are_checked():
@@ -174,22 +203,34 @@ def test_audio_decode_settings_are_checked():
     assert create_extractor("librosa", {"decode": "mmsa-fet"}).audio_format == AudioFormat(22050, "mmsa-fet", "soxr_hq")
 
 
-@pytest.mark.parametrize(("name", "config", "dim", "rate"), [
-    ("librosa", {}, 33, 22050 / 512),
-    ("librosa", {"recipe": "mmsa-fet-default", "decode": "mmsa-fet"}, 70, 22050 / 128),
-    ("opensmile", {}, 25, 100.0),
-    ("opensmile", {"functionals": True}, 88, None),
-    ("mfcc", {}, 39, 100.0),
-])
+@pytest.mark.parametrize(
+    ("name", "config", "dim", "rate"),
+    [
+        ("librosa", {}, 33, 22050 / 512),
+        ("librosa", {"recipe": "mmsa-fet-default", "decode": "mmsa-fet"}, 70, 22050 / 128),
+        ("opensmile", {}, 25, 100.0),
+        ("opensmile", {"functionals": True}, 88, None),
+        ("mfcc", {}, 39, 100.0),
+    ],
+)
 def test_audio_extractors_shapes_and_names(clips, name, config, dim, rate):
     extractor = create_extractor(name, config, modality="audio")
     assert extractor.dim == dim == len(set(extractor.feature_names)) and extractor.frame_rate == rate
-    (result, cacheable), = extract_clip(clips["face"], {0: extractor}).values()
+    ((result, cacheable),) = extract_clip(clips["face"], {0: extractor}).values()
     features = result.arrays["features"]
     assert result.failure is None and cacheable and features.dtype == np.float32 and features.shape[1] == dim
     expected_rows = 1 if rate is None else rate * 1.0
-    assert abs(len(features) - expected_rows) <= max(4, 0.05 * expected_rows) and np.isfinite(features).all() and features.std() > 0
-    assert extractor.feature_names[:1] == {"librosa": [extractor.feature_names[0]], "opensmile": [extractor.feature_names[0]], "mfcc": ["mfcc_0"]}[name]
+    assert (
+        abs(len(features) - expected_rows) <= max(4, 0.05 * expected_rows)
+        and np.isfinite(features).all()
+        and features.std() > 0
+    )
+    assert (
+        extractor.feature_names[:1]
+        == {"librosa": [extractor.feature_names[0]], "opensmile": [extractor.feature_names[0]], "mfcc": ["mfcc_0"]}[
+            name
+        ]
+    )
 
 
 def test_librosa_memoized_cqt_filters_give_identical_features():
@@ -199,8 +240,11 @@ def test_librosa_memoized_cqt_filters_give_identical_features():
     builder = getattr(constantq, "__vqt_filter_fft")
     setattr(constantq, "__vqt_filter_fft", getattr(builder, "__wrapped__", builder))  # librosa's own, unmemoized
     rng = np.random.default_rng(0)
-    tones = [np.sin(2 * np.pi * hz * np.arange(22050) / 22050).astype(np.float32) + 0.01 * rng.standard_normal(22050).astype(np.float32)
-             for hz in (220.0, 233.0)]
+    tones = [
+        np.sin(2 * np.pi * hz * np.arange(22050) / 22050).astype(np.float32)
+        + 0.01 * rng.standard_normal(22050).astype(np.float32)
+        for hz in (220.0, 233.0)
+    ]
     extractor = create_extractor("librosa")
     unmemoized = [extractor.extract(tone) for tone in tones]
     extractor.load()  # memoizes; each bank is then built once and served again (vqt scales it in place: copies)
@@ -214,15 +258,23 @@ def test_librosa_recipes_names_and_checks():
     sims = create_extractor("librosa")
     assert sims.feature_names[:2] == ["zero_crossing_rate", "mfcc_0"] and sims.feature_names[-1] == "chroma_cqt_B"
     default = create_extractor("librosa", {"recipe": "mmsa-fet-default"}).feature_names
-    assert default[:1] == ["chroma_stft_C"] and default[36:38] == ["mfcc_0", "mfcc_1"] and default[-1] == "zero_crossing_rate"
+    assert (
+        default[:1] == ["chroma_stft_C"]
+        and default[36:38] == ["mfcc_0", "mfcc_1"]
+        and default[-1] == "zero_crossing_rate"
+    )
     assert default[52:59] == [f"spectral_contrast_{i}" for i in range(7)] and default[-7] == "tonnetz_fifth_x"
     explicit = create_extractor("librosa", {"recipe": ["rms", {"mfcc": {"n_mfcc": 5}}], "hop_length": 256})
     assert explicit.feature_names == ["rms"] + [f"mfcc_{i}" for i in range(5)] and explicit.frame_rate == 22050 / 256
     features = explicit.extract(speech_like(1.0, 22050, seed=8))
     assert features.shape == (1 + 22050 // 256, 6)
-    for recipe, message in (("nope", "unknown recipe 'nope'"), ([{"mfcc": {}, "rms": {}}], "neither a feature name"),
-                            (["stft"], "recipe feature 'stft' unsupported"), ([{"rms": {"n_mels": 3}}], "has no argument"),
-                            ([{"mfcc": {"hop_length": 3}}], "sets hop_length")):
+    for recipe, message in (
+        ("nope", "unknown recipe 'nope'"),
+        ([{"mfcc": {}, "rms": {}}], "neither a feature name"),
+        (["stft"], "recipe feature 'stft' unsupported"),
+        ([{"rms": {"n_mels": 3}}], "has no argument"),
+        ([{"mfcc": {"hop_length": 3}}], "sets hop_length"),
+    ):
         with pytest.raises(ValueError, match=message):
             create_extractor("librosa", {"recipe": recipe})
 
@@ -233,7 +285,11 @@ def test_opensmile_lld_names_are_egemaps():
 
 
 def test_mediapipe_blendshapes_and_pose_per_frame(clips, mediapipe):
-    assert mediapipe.dim == 58 and mediapipe.feature_names[0] == "_neutral" and mediapipe.feature_names[-6:][0] == "pose_pitch"
+    assert (
+        mediapipe.dim == 58
+        and mediapipe.feature_names[0] == "_neutral"
+        and mediapipe.feature_names[-6:][0] == "pose_pitch"
+    )
     assert mediapipe.frame_rate == 5.0
     features = mediapipe.frame_features(FACE)
     assert features.shape == (58,) and features.dtype == np.float32
@@ -266,8 +322,10 @@ def test_head_pose_from_transformation_matrix():
 
 def test_clip_failures_name_the_modality_and_reason(clips, mediapipe):
     mfcc = create_extractor("mfcc")
-    reasons = {name: {i: r.failure for i, (r, _) in extract_clip(clips[name], {0: mfcc, 1: mediapipe}).items()}
-               for name in ("silent", "noface", "corrupt", "empty")}
+    reasons = {
+        name: {i: r.failure for i, (r, _) in extract_clip(clips[name], {0: mfcc, 1: mediapipe}).items()}
+        for name in ("silent", "noface", "corrupt", "empty")
+    }
     assert reasons["silent"] == {0: "no audio stream", 1: None}
     assert reasons["noface"] == {0: None, 1: "no face in any of 5 sampled frames"}
     for name in ("corrupt", "empty"):
@@ -286,7 +344,9 @@ def test_face_model_resolution_order(tmp_path, monkeypatch):
 
 
 def test_unknown_extractor_and_config_key():
-    with pytest.raises(ValueError, match="unknown extractor 'nope'; registered: bert, librosa, mediapipe, mfcc, openface, opensmile"):
+    with pytest.raises(
+        ValueError, match="unknown extractor 'nope'; registered: bert, librosa, mediapipe, mfcc, openface, opensmile"
+    ):
         create_extractor("nope")
     with pytest.raises(ValueError, match="unknown config key\\(s\\) sr; known"):
         create_extractor("librosa", {"sr": 1})
@@ -315,7 +375,11 @@ def test_bert_cut_truncation_keeps_the_first_positions_of_the_whole_transcript()
     encoder = cut.encoder
     whole = encoder.tokenize([long_text], 32)
     length = int(whole[0, 1].sum())
-    assert length > 12 and np.array_equal(text_bert[0], whole[0, :, :12]) and text_bert[0, 0, -1] != encoder.tokenizer.sep_token_id
+    assert (
+        length > 12
+        and np.array_equal(text_bert[0], whole[0, :, :12])
+        and text_bert[0, 0, -1] != encoder.tokenizer.sep_token_id
+    )
     assert np.abs(text[0] - encoder.encode(whole)[0, :12]).max() < 1e-5
     assert text_bert[1, 1].sum() == 3 and not text[1, 3:].any()
     with pytest.raises(ValueError, match="bert: unknown truncation 'left'; known: keep-sep, cut"):
@@ -323,7 +387,11 @@ def test_bert_cut_truncation_keeps_the_first_positions_of_the_whole_transcript()
 
 
 def openface_header(face_id: bool = True) -> list[str]:
-    meta = ["frame", "face_id", "timestamp", "confidence", "success"] if face_id else ["frame", "timestamp", "confidence", "success"]
+    meta = (
+        ["frame", "face_id", "timestamp", "confidence", "success"]
+        if face_id
+        else ["frame", "timestamp", "confidence", "success"]
+    )
     return meta + list(OPENFACE_SETS["all"])
 
 
@@ -347,8 +415,9 @@ def test_openface_parser_on_a_22_csv(tmp_path):
     assert au_pose[0, 0] == pytest.approx(features[0, OPENFACE_SETS["all"].index("pose_Tx")])
 
 
-@pytest.mark.parametrize(("feature_set", "flags", "dim"), [("mmsa-fet", ("pose", "2d", "aus"), 177),
-                                                          ("mmsa-fet-171", ("2d", "aus"), 171)])
+@pytest.mark.parametrize(
+    ("feature_set", "flags", "dim"), [("mmsa-fet", ("pose", "2d", "aus"), 177), ("mmsa-fet-171", ("2d", "aus"), 171)]
+)
 def test_openface_mmsa_fet_sets_are_the_columns_mmsa_fet_keeps(tmp_path, feature_set, flags, dim):
     # MMSA-FET runs FeatureExtraction with only these outputs and keeps every column after the first five;
     # robustmm runs it with all outputs and picks the same columns by name.
@@ -359,7 +428,9 @@ def test_openface_mmsa_fet_sets_are_the_columns_mmsa_fet_keeps(tmp_path, feature
     full = write_openface_csv(tmp_path / "all.csv")
     features, _, _ = parse_openface_csv(full, feature_set)
     index = {name: i for i, name in enumerate(OPENFACE_SETS["all"])}
-    mmsa_fet_rows = np.stack([[5 + index[name] for name in columns]] * 3).astype(np.float32)  # values are col index + row
+    mmsa_fet_rows = np.stack([[5 + index[name] for name in columns]] * 3).astype(
+        np.float32
+    )  # values are col index + row
     expected = np.arange(3, dtype=np.float32)[:, None] + (mmsa_fet_rows - 5) / 1000
     assert features.shape == (3, dim) == expected.shape and np.allclose(features, expected)
 
@@ -400,7 +471,7 @@ def test_openface_runs_the_binary_and_checks_its_exit_status(tmp_path, clips):
     features, quality = sampled.extract_file(clips["face"])  # rows at 0, 1/30, 2/30, 3/30 s: slots 0 and 1 at 10 fps
     assert features.shape == (2, 49) and quality == {"frames": 2, "detected": 2}
     failing = create_extractor("openface", {"binary": fake_openface(tmp_path, csv_path, exit_status=1)})
-    (result, cacheable), = extract_clip(clips["face"], {0: failing}).values()
+    ((result, cacheable),) = extract_clip(clips["face"], {0: failing}).values()
     assert "exit status 1" in result.failure and "landmark model missing" in result.failure and not cacheable
     with pytest.raises(FileNotFoundError, match="OpenFace FeatureExtraction not found"):
         create_extractor("openface", {"binary": str(tmp_path / "absent")}).check()

@@ -66,8 +66,15 @@ def outputs_in(folder: Path, modalities) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def extracted(dataset, tmp_path_factory):
     folder = tmp_path_factory.mktemp("extracted")
-    reports = extract(dataset, SETTINGS, outputs_in(folder / "out", SETTINGS), folder / "cache", workers=1,
-                      max_failure_share=1.0, progress=False)
+    reports = extract(
+        dataset,
+        SETTINGS,
+        outputs_in(folder / "out", SETTINGS),
+        folder / "cache",
+        workers=1,
+        max_failure_share=1.0,
+        progress=False,
+    )
     return folder / "out", folder / "cache", reports
 
 
@@ -92,8 +99,11 @@ def test_failures_keep_their_rows_and_are_reported(extracted):
     assert audio_failures["c$_$1"].startswith("cannot open") and audio_failures["c$_$2"].startswith("cannot open")
     assert len(audio_failures) == 3
     vision_failures = {f["id"]: f["reason"] for f in reports["vision"]["failures"]}
-    assert vision_failures == {"b$_$2": "no face in any of 5 sampled frames", "c$_$1": audio_failures["c$_$1"],
-                               "c$_$2": audio_failures["c$_$2"]}
+    assert vision_failures == {
+        "b$_$2": "no face in any of 5 sampled frames",
+        "c$_$1": audio_failures["c$_$1"],
+        "c$_$2": audio_failures["c$_$2"],
+    }
     assert reports["text"]["failures"] == []
     assert reports["vision"]["face_detected_share_per_clip"]["d$_$1"] == 0.6
     assert json.loads((out / "vision.report.json").read_text()) == reports["vision"]
@@ -105,26 +115,47 @@ def test_failures_keep_their_rows_and_are_reported(extracted):
 
 def test_assemble_takes_lengths_from_params_and_is_byte_identical(dataset, extracted, tmp_path):
     out, _, _ = extracted
-    first = assemble(dataset, out / "text.pkl", out / "audio.pkl", out / "vision.pkl", tmp_path / "one.pkl", (16, 120, 4))
+    first = assemble(
+        dataset, out / "text.pkl", out / "audio.pkl", out / "vision.pkl", tmp_path / "one.pkl", (16, 120, 4)
+    )
     assemble(dataset, out / "text.pkl", out / "audio.pkl", out / "vision.pkl", tmp_path / "two.pkl", (16, 120, 4))
     assert (tmp_path / "one.pkl").read_bytes() == (tmp_path / "two.pkl").read_bytes()
     loaded = data.load(tmp_path / "one.pkl")
     assert data.validate(loaded) == []
     train, valid, test = (loaded[split] for split in data.SPLITS)
     assert train["id"].tolist() == ["a$_$1", "a$_$2", "c$_$2"] and test["id"].tolist() == ["b$_$2", "c$_$1"]
-    assert train["audio"].shape == (3, 120, 39) and train["vision"].shape == (3, 4, 58) and train["text"].shape == (3, 16, 384)
+    assert (
+        train["audio"].shape == (3, 120, 39)
+        and train["vision"].shape == (3, 4, 58)
+        and train["text"].shape == (3, 16, 384)
+    )
     assert train["regression_labels"].tolist() == [1.5, -0.5, 0.5]
-    assert all(100 <= length <= 106 for length in train["audio_lengths"][:2]) and train["audio_lengths"][2] == 0  # 1 s at 100 Hz
+    assert (
+        all(100 <= length <= 106 for length in train["audio_lengths"][:2]) and train["audio_lengths"][2] == 0
+    )  # 1 s at 100 Hz
     assert train["vision_lengths"].tolist() == [4, 4, 0]  # 5 faces truncated to 4; 4 faces; empty file
-    assert valid["id"].tolist() == ["b$_$1", "d$_$1"] and valid["audio_lengths"][0] == 0 and valid["vision_lengths"][1] == 3
+    assert (
+        valid["id"].tolist() == ["b$_$1", "d$_$1"]
+        and valid["audio_lengths"][0] == 0
+        and valid["vision_lengths"][1] == 3
+    )
     assert not train["audio"][2].any() and not train["vision"][0, 4:].any()
     meta = loaded["meta"]
     assert meta["lengths"] == {"text": 16, "audio": 120, "vision": 4}
     assert meta["extractors"]["vision"]["config"]["fps"] == 5 and meta["extractors"]["audio"]["version"] == 3
-    assert meta["feature_names"]["vision"][:2] == ["_neutral", "browDownLeft"] and len(meta["feature_names"]["audio"]) == 39
+    assert (
+        meta["feature_names"]["vision"][:2] == ["_neutral", "browDownLeft"]
+        and len(meta["feature_names"]["audio"]) == 39
+    )
     assert {(f["id"], f["modality"]) for f in meta["failures"]} >= {("b$_$1", "audio"), ("b$_$2", "vision")}
-    assert meta["truncation"]["vision"] == {"unit": "frames", "length": 4, "clips": 2, "lost": 2, "most": 1,
-                                            "per_clip": {"a$_$1": 1, "b$_$1": 1}}
+    assert meta["truncation"]["vision"] == {
+        "unit": "frames",
+        "length": 4,
+        "clips": 2,
+        "lost": 2,
+        "most": 1,
+        "per_clip": {"a$_$1": 1, "b$_$1": 1},
+    }
     assert meta["truncation"]["audio"]["clips"] == 0 and meta["truncation"]["text"]["clips"] == 0
     assert first["train"]["id"].tolist() == train["id"].tolist()
 
@@ -143,7 +174,9 @@ def test_rerun_reads_only_the_cache(dataset, extracted, extracted_clips, tmp_pat
         assert (tmp_path / f"{modality}.pkl").read_bytes() == (out / f"{modality}.pkl").read_bytes()
 
 
-def test_a_new_clip_costs_only_itself_and_a_changed_config_only_its_extractor(dataset, extracted, extracted_clips, tmp_path):
+def test_a_new_clip_costs_only_itself_and_a_changed_config_only_its_extractor(
+    dataset, extracted, extracted_clips, tmp_path
+):
     _, cache, _ = extracted
     grown = tmp_path / "grown"
     shutil.copytree(dataset, grown)
@@ -151,13 +184,31 @@ def test_a_new_clip_costs_only_itself_and_a_changed_config_only_its_extractor(da
     write_labels(grown, CLIPS + [("e", "1", "test", 0.0, None)])
     copied_cache = tmp_path / "cache"
     shutil.copytree(cache, copied_cache)
-    extract(grown, MEDIA, outputs_in(tmp_path / "out", MEDIA), copied_cache, workers=1, max_failure_share=1.0, progress=False)
+    extract(
+        grown,
+        MEDIA,
+        outputs_in(tmp_path / "out", MEDIA),
+        copied_cache,
+        workers=1,
+        max_failure_share=1.0,
+        progress=False,
+    )
     assert extracted_clips == [("e/1.mp4", ["mediapipe", "mfcc"])]
 
     extracted_clips.clear()
     changed = {"audio": MEDIA["audio"], "vision": ("mediapipe", {"fps": 2})}
-    extract(grown, changed, outputs_in(tmp_path / "out2", MEDIA), copied_cache, workers=1, max_failure_share=1.0, progress=False)
-    assert len(extracted_clips) == 8 and {names for _, names in map(lambda call: (call[0], tuple(call[1])), extracted_clips)} == {("mediapipe",)}
+    extract(
+        grown,
+        changed,
+        outputs_in(tmp_path / "out2", MEDIA),
+        copied_cache,
+        workers=1,
+        max_failure_share=1.0,
+        progress=False,
+    )
+    assert len(extracted_clips) == 8 and {
+        names for _, names in map(lambda call: (call[0], tuple(call[1])), extracted_clips)
+    } == {("mediapipe",)}
     assert (tmp_path / "out2" / "audio.pkl").read_bytes() == (tmp_path / "out" / "audio.pkl").read_bytes()
 
 
@@ -176,7 +227,15 @@ def test_the_stage_fails_past_the_allowed_failure_share(dataset, extracted, tmp_
 
 def test_parallel_equals_serial(dataset, extracted, tmp_path):
     out, _, _ = extracted
-    extract(dataset, MEDIA, outputs_in(tmp_path, MEDIA), tmp_path / "cache", workers=2, max_failure_share=1.0, progress=False)
+    extract(
+        dataset,
+        MEDIA,
+        outputs_in(tmp_path, MEDIA),
+        tmp_path / "cache",
+        workers=2,
+        max_failure_share=1.0,
+        progress=False,
+    )
     for modality in MEDIA:
         assert (tmp_path / f"{modality}.pkl").read_bytes() == (out / f"{modality}.pkl").read_bytes()
 
@@ -199,8 +258,13 @@ def test_resume_after_kill_gives_identical_bytes(dataset, extracted, extracted_c
         extract({str(dataset)!r}, {MEDIA!r}, {{m: {str(tmp_path)!r} + f"/{{m}}.pkl" for m in {list(MEDIA)!r}}},
                 {str(cache)!r}, workers=1, max_failure_share=1.0, progress=False)
     """)
-    child = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(REPO)},
-                           capture_output=True, text=True, timeout=120)
+    child = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert child.returncode == -9, child.stderr[-2000:]
     assert len(list(cache.rglob("*.npz"))) == 2 and len(list(cache.rglob("*.tmp"))) == 1
     assert not (tmp_path / "audio.pkl").exists()
@@ -213,7 +277,8 @@ def test_resume_after_kill_gives_identical_bytes(dataset, extracted, extracted_c
 def test_cli_extract_and_assemble_from_a_config_section(dataset, extracted, tmp_path, capsys):
     _, cache, _ = extracted
     config = tmp_path / "params.yaml"
-    config.write_text(textwrap.dedent(f"""
+    config.write_text(
+        textwrap.dedent(f"""
         demo:
           extract:
             dataset: {dataset}
@@ -224,13 +289,47 @@ def test_cli_extract_and_assemble_from_a_config_section(dataset, extracted, tmp_
           assemble:
             dataset: {dataset}
             lengths: {{text: 16, audio: 120, vision: 4}}
-    """))
+    """)
+    )
     features = tmp_path / "features"
-    assert main(["extract", "--config", str(config), "--section", "demo.extract", "--vision", "mediapipe", "--fps", "5",
-                 "--output-dir", str(features), "--workers", "1", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "extract",
+                "--config",
+                str(config),
+                "--section",
+                "demo.extract",
+                "--vision",
+                "mediapipe",
+                "--fps",
+                "5",
+                "--output-dir",
+                str(features),
+                "--workers",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "vision (mediapipe): 7 clips, 3 failed, faces found in 70.8% of sampled frames" in capsys.readouterr().out
-    assert main(["assemble", "--config", str(config), "--section", "demo.assemble", "--features-dir", str(features),
-                 "--output", str(tmp_path / "demo.pkl")]) == 0
+    assert (
+        main(
+            [
+                "assemble",
+                "--config",
+                str(config),
+                "--section",
+                "demo.assemble",
+                "--features-dir",
+                str(features),
+                "--output",
+                str(tmp_path / "demo.pkl"),
+            ]
+        )
+        == 0
+    )
     assert data.validate(data.load(tmp_path / "demo.pkl")) == []
     assert main(["inspect", str(tmp_path / "demo.pkl")]) == 0
     assert main(["extract", "--dataset", str(tmp_path / "absent"), "--audio", "mfcc"]) == 2
@@ -248,5 +347,12 @@ def test_a_problem_that_is_not_the_clips_stops_the_run_naming_the_clip(dataset, 
     monkeypatch.setattr(MfccExtractor, "extract", broken)
     monkeypatch.setattr(MfccExtractor, "load", lambda self: None)  # its warm-up would call extract
     with pytest.raises(RuntimeError, match=r"Raw/a/1.mp4: TypeError: bug in an extractor"):
-        extract(dataset, {"audio": ("mfcc", {})}, {"audio": tmp_path / "audio.pkl"}, tmp_path / "cache", workers=1, progress=False)
+        extract(
+            dataset,
+            {"audio": ("mfcc", {})},
+            {"audio": tmp_path / "audio.pkl"},
+            tmp_path / "cache",
+            workers=1,
+            progress=False,
+        )
     assert not (tmp_path / "audio.pkl").exists() and not list((tmp_path / "cache").rglob("*.npz"))

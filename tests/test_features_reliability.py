@@ -12,8 +12,8 @@ import textwrap
 import time
 from pathlib import Path
 
-import crashing_extractor  # noqa: F401 - registers the test-only extractor `test-crashing`
 import av
+import crashing_extractor  # noqa: F401 - registers the test-only extractor `test-crashing`
 import numpy as np
 import pytest
 from crashing_extractor import CrashingExtractor
@@ -27,27 +27,34 @@ from robustmm.features.base import EXTRACTORS, create_extractor, register
 from robustmm.features.cache import FeatureCache, file_hash, text_hash, use_private_jit_cache
 from robustmm.features.dataset import read_dataset
 from robustmm.features.decode import decode_clip
-from robustmm.features.video import HEAD_POSE_NAMES
 from robustmm.features.extract import extract, extract_clip, read_features
+from robustmm.features.video import HEAD_POSE_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize(("name", "config", "message"), [
-    ("mediapipe", {"fps": -1}, "extractor 'mediapipe': config fps: -1 is not allowed \\(a number > 0\\)"),
-    ("mediapipe", {"fps": 0}, "fps: 0 is not allowed \\(a number > 0\\)"),
-    ("mediapipe", {"fps": "ten"}, "fps: 'ten' is not allowed \\(a number\\)"),
-    ("mediapipe", {"min_detection_confidence": 1.5}, "min_detection_confidence: 1.5 is not allowed \\(a number in \\[0, 1\\]\\)"),
-    ("openface", {"feature_set": "au"}, "feature_set: 'au' is not allowed \\(one of all, au_pose"),
-    ("openface", {"fps": -2.0}, "fps: -2.0 is not allowed \\(a number > 0\\)"),
-    ("librosa", {"sample_rate": 0}, "sample_rate: 0 is not allowed \\(a number > 0\\)"),
-    ("librosa", {"hop_length": 12.5}, "hop_length: 12.5 is not allowed \\(an integer, or null\\)"),
-    ("mfcc", {"delta_orders": [1, "two"]}, "delta_orders.*'two' is not allowed \\(.*an integer\\)"),
-    ("mfcc", {"hop_seconds": -0.01}, "hop_seconds: -0.01 is not allowed \\(a number > 0\\)"),
-    ("opensmile", {"sample_rate": -16000}, "sample_rate: -16000 is not allowed \\(a number > 0\\)"),
-    ("bert", {"max_length": 0}, "max_length: 0 is not allowed \\(a number > 0\\)"),
-    ("bert", {"batch_size": True}, "batch_size: true is not allowed \\(an integer\\)"),
-])
+@pytest.mark.parametrize(
+    ("name", "config", "message"),
+    [
+        ("mediapipe", {"fps": -1}, "extractor 'mediapipe': config fps: -1 is not allowed \\(a number > 0\\)"),
+        ("mediapipe", {"fps": 0}, "fps: 0 is not allowed \\(a number > 0\\)"),
+        ("mediapipe", {"fps": "ten"}, "fps: 'ten' is not allowed \\(a number\\)"),
+        (
+            "mediapipe",
+            {"min_detection_confidence": 1.5},
+            "min_detection_confidence: 1.5 is not allowed \\(a number in \\[0, 1\\]\\)",
+        ),
+        ("openface", {"feature_set": "au"}, "feature_set: 'au' is not allowed \\(one of all, au_pose"),
+        ("openface", {"fps": -2.0}, "fps: -2.0 is not allowed \\(a number > 0\\)"),
+        ("librosa", {"sample_rate": 0}, "sample_rate: 0 is not allowed \\(a number > 0\\)"),
+        ("librosa", {"hop_length": 12.5}, "hop_length: 12.5 is not allowed \\(an integer, or null\\)"),
+        ("mfcc", {"delta_orders": [1, "two"]}, "delta_orders.*'two' is not allowed \\(.*an integer\\)"),
+        ("mfcc", {"hop_seconds": -0.01}, "hop_seconds: -0.01 is not allowed \\(a number > 0\\)"),
+        ("opensmile", {"sample_rate": -16000}, "sample_rate: -16000 is not allowed \\(a number > 0\\)"),
+        ("bert", {"max_length": 0}, "max_length: 0 is not allowed \\(a number > 0\\)"),
+        ("bert", {"batch_size": True}, "batch_size: true is not allowed \\(an integer\\)"),
+    ],
+)
 def test_extractor_configs_are_checked_with_key_value_and_what_is_allowed(name, config, message):
     with pytest.raises(ValueError, match=message):
         create_extractor(name, config)
@@ -55,8 +62,24 @@ def test_extractor_configs_are_checked_with_key_value_and_what_is_allowed(name, 
 
 def test_the_cli_refuses_a_negative_fps_before_any_work(tmp_path, capsys):
     dataset = tmp_path / "absent"  # not even read: the settings are checked first
-    assert main(["extract", "--dataset", str(dataset), "--vision", "mediapipe", "--fps", "-5",
-                 "--cache-dir", str(tmp_path / "cache"), "--output-dir", str(tmp_path / "out")]) == 2
+    assert (
+        main(
+            [
+                "extract",
+                "--dataset",
+                str(dataset),
+                "--vision",
+                "mediapipe",
+                "--fps",
+                "-5",
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                "--output-dir",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 2
+    )
     assert "vision: fps: -5.0 is not allowed (a number > 0) (extractor 'mediapipe')" in capsys.readouterr().err
     assert not (tmp_path / "cache").exists()
 
@@ -82,8 +105,15 @@ def write_byte_clips(root: Path, count: int) -> Path:
 
 
 def extract_bytes(root: Path, folder: Path, config: dict, workers: int = 2) -> dict:
-    return extract(root, {"audio": ("test-crashing", config)}, {"audio": folder / "audio.pkl"}, folder / "cache",
-                   workers=workers, max_failure_share=1.0, progress=False)["audio"]
+    return extract(
+        root,
+        {"audio": ("test-crashing", config)},
+        {"audio": folder / "audio.pkl"},
+        folder / "cache",
+        workers=workers,
+        max_failure_share=1.0,
+        progress=False,
+    )["audio"]
 
 
 def test_a_clip_whose_worker_keeps_dying_is_reported_failed_and_the_others_go_on(crashing, tmp_path, capsys):
@@ -96,7 +126,9 @@ def test_a_clip_whose_worker_keeps_dying_is_reported_failed_and_the_others_go_on
     features = read_features(tmp_path / "audio.pkl")
     assert [rows.tolist() for rows in features["features"]] == [[[1.0]], [], [[3.0]], [[4.0]]]
     err = capsys.readouterr().err
-    assert "Raw/v/2.mp4: the worker process extracting it died (killed by SIGSEGV); retrying it in a fresh worker" in err
+    assert (
+        "Raw/v/2.mp4: the worker process extracting it died (killed by SIGSEGV); retrying it in a fresh worker" in err
+    )
     assert "reported as failed (not cached, a rerun tries again)" in err
 
 
@@ -148,11 +180,17 @@ def test_workers_die_with_a_killed_stage(crashing, tmp_path):
                     {str(tmp_path / "cache")!r}, workers=2, progress=False)
     """)
     (tmp_path / "stage.py").write_text(script)
-    stage = subprocess.Popen([sys.executable, str(tmp_path / "stage.py")], env={**os.environ, "PYTHONPATH": str(REPO)},
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stage = subprocess.Popen(
+        [sys.executable, str(tmp_path / "stage.py")],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     worker = None
     try:
-        assert _wait_for(lambda: any(markers.glob("1.*")) or stage.poll() is not None, 120), "no worker reached the clip"
+        assert _wait_for(lambda: any(markers.glob("1.*")) or stage.poll() is not None, 120), (
+            "no worker reached the clip"
+        )
         assert stage.poll() is None, stage.stderr.read().decode()[-2000:]
         worker = int(next(markers.glob("1.*")).suffix[1:])
         assert _alive(worker)
@@ -176,8 +214,14 @@ def test_two_workers_compile_librosa_into_a_fresh_numba_cache_without_crashing(t
     runs = []
     for run in ("one", "two"):
         folder = tmp_path / run
-        report = extract(root, {"audio": ("librosa", {})}, {"audio": folder / "audio.pkl"}, folder / "cache", workers=2,
-                         progress=False)["audio"]
+        report = extract(
+            root,
+            {"audio": ("librosa", {})},
+            {"audio": folder / "audio.pkl"},
+            folder / "cache",
+            workers=2,
+            progress=False,
+        )["audio"]
         assert report["failures"] == []
         runs.append((folder / "audio.pkl").read_bytes())
     assert runs[0] == runs[1]
@@ -222,12 +266,25 @@ def _damage(path: Path, how: str) -> None:
     elif how == "garbage":
         path.write_bytes(np.random.default_rng(0).integers(0, 256, 500, dtype=np.uint8).tobytes())
     else:  # a readable entry of the wrong shape (e.g. written by another version of an extractor)
-        np.savez(path, info=np.array('{"failure": null, "quality": {}}'), features=np.zeros((2, 3), np.float32),
-                 text_bert=np.zeros((3, 4), np.int64), text=np.zeros((4, 5), np.float32))
+        np.savez(
+            path,
+            info=np.array('{"failure": null, "quality": {}}'),
+            features=np.zeros((2, 3), np.float32),
+            text_bert=np.zeros((3, 4), np.int64),
+            text=np.zeros((4, 5), np.float32),
+        )
 
 
-@pytest.mark.parametrize(("modality", "how"), [("audio", "truncated"), ("vision", "garbage"), ("text", "truncated"),
-                                               ("text", "wrong shape"), ("vision", "wrong shape")])
+@pytest.mark.parametrize(
+    ("modality", "how"),
+    [
+        ("audio", "truncated"),
+        ("vision", "garbage"),
+        ("text", "truncated"),
+        ("text", "wrong shape"),
+        ("vision", "wrong shape"),
+    ],
+)
 def test_a_damaged_cache_entry_is_named_and_extracted_again(face_dataset, tmp_path, capsys, modality, how):
     root, first = face_dataset
     shutil.copytree(first / "cache", tmp_path / "cache")
@@ -259,7 +316,7 @@ def set_display_rotation(path: Path, degrees_clockwise: int) -> None:
     # version/flags 4, times and track id (8+8+4 or 4+4+4), reserved 4, duration (8 or 4), reserved 8, layer,
     # alternate group, volume, reserved 2 each, then the 3x3 matrix
     matrix = box + 4 + 4 + (8 + 8 + 4 if version == 1 else 4 + 4 + 4) + 4 + (8 if version == 1 else 4) + 8 + 8
-    content[matrix:matrix + 36] = struct.pack(">9i", cos * ONE, sin * ONE, 0, -sin * ONE, cos * ONE, 0, 0, 0, 1 << 30)
+    content[matrix : matrix + 36] = struct.pack(">9i", cos * ONE, sin * ONE, 0, -sin * ONE, cos * ONE, 0, 0, 0, 1 << 30)
     path.write_bytes(content)
 
 
@@ -294,8 +351,10 @@ def test_a_rotated_clip_gives_the_pose_and_blendshapes_of_the_upright_one(rotate
     extractor = create_extractor("mediapipe", {"fps": 5})
     extractor.load()
     try:
-        features = {name: extract_clip(path, {0: extractor})[0][0].arrays["features"]
-                    for name, path in (("upright", upright), ("sideways", sideways))}
+        features = {
+            name: extract_clip(path, {0: extractor})[0][0].arrays["features"]
+            for name, path in (("upright", upright), ("sideways", sideways))
+        }
         unturned = extractor.frame_features(np.ascontiguousarray(np.rot90(PORTRAIT)))
     finally:
         extractor.close()
@@ -304,7 +363,9 @@ def test_a_rotated_clip_gives_the_pose_and_blendshapes_of_the_upright_one(rotate
     # Blendshapes follow coding noise (the decoded upright clip against its raw frames: up to 0.57, mean 0.07), so
     # their mean difference is compared: measured 0.010 turned upright, 0.071 left on its side.
     assert np.abs(features["sideways"][:, :52] - features["upright"][:, :52]).mean() < 0.03
-    assert np.abs(features["sideways"][:, 52:55] - features["upright"][:, 52:55]).max() < 0.05  # pitch, yaw, roll (radians)
+    assert (
+        np.abs(features["sideways"][:, 52:55] - features["upright"][:, 52:55]).max() < 0.05
+    )  # pitch, yaw, roll (radians)
     assert abs(unturned[roll] - features["upright"][0, roll]) > 1.0  # ignoring the matrix: the face lies on its side
 
 
@@ -314,8 +375,11 @@ def test_assemble_refuses_text_features_of_an_edited_transcript(face_dataset, tm
     shutil.copytree(root, edited)
     write_face_clips(edited, [("1", "a fine day", 220.0), ("2", "a brilliant day", 330.0)])
     media = {"audio": first / "audio.pkl", "vision": first / "vision.pkl"}
-    with pytest.raises(FormatError, match=r"transcript of 1 clip\(s\) changed in .*label.csv since the text was "
-                                          r"extracted \(v\$_\$2\): rerun extract text"):
+    with pytest.raises(
+        FormatError,
+        match=r"transcript of 1 clip\(s\) changed in .*label.csv since the text was "
+        r"extracted \(v\$_\$2\): rerun extract text",
+    ):
         assemble(edited, first / "text.pkl", output=tmp_path / "x.pkl", lengths=(16, 50, 3), **media)
     shutil.copytree(first / "cache", tmp_path / "cache")
     extract(edited, {"text": SETTINGS["text"]}, {"text": tmp_path / "text.pkl"}, tmp_path / "cache", progress=False)
@@ -335,12 +399,41 @@ def test_truncation_is_counted_per_clip_summarised_and_printed(face_dataset, tmp
     extract(long, {"text": SETTINGS["text"]}, {"text": features / "text.pkl"}, tmp_path / "cache", progress=False)
     for modality in ("audio", "vision"):
         shutil.copy(first / f"{modality}.pkl", features / f"{modality}.pkl")
-    assert main(["assemble", "--dataset", str(long), "--features-dir", str(features), "--lengths", "16", "50", "2",
-                 "--output", str(tmp_path / "x.pkl")]) == 0
+    assert (
+        main(
+            [
+                "assemble",
+                "--dataset",
+                str(long),
+                "--features-dir",
+                str(features),
+                "--lengths",
+                "16",
+                "50",
+                "2",
+                "--output",
+                str(tmp_path / "x.pkl"),
+            ]
+        )
+        == 0
+    )
     truncation = data.load(tmp_path / "x.pkl")["meta"]["truncation"]
-    assert truncation["text"] == {"unit": "tokens", "length": 16, "clips": 1, "lost": 9, "most": 9, "per_clip": {"v$_$1": 9}}
-    assert truncation["vision"] == {"unit": "frames", "length": 2, "clips": 2, "lost": 2, "most": 1,
-                                    "per_clip": {"v$_$1": 1, "v$_$2": 1}}
+    assert truncation["text"] == {
+        "unit": "tokens",
+        "length": 16,
+        "clips": 1,
+        "lost": 9,
+        "most": 9,
+        "per_clip": {"v$_$1": 9},
+    }
+    assert truncation["vision"] == {
+        "unit": "frames",
+        "length": 2,
+        "clips": 2,
+        "lost": 2,
+        "most": 1,
+        "per_clip": {"v$_$1": 1, "v$_$2": 1},
+    }
     audio = read_features(first / "audio.pkl")["features"]
     assert truncation["audio"]["per_clip"] == {"v$_$1": len(audio[0]) - 50, "v$_$2": len(audio[1]) - 50}
     out = capsys.readouterr().out

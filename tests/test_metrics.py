@@ -11,7 +11,16 @@ def test_mosi_metrics_hand_computed():
     y_true = np.array([-3.0, -1.0, 0.0, 0.0, 1.5, 2.5])
     y_pred = np.array([-2.6, 0.4, -0.2, 0.0, 1.4, 3.7])
     result = metrics.compute("mosi", y_pred, y_true)
-    assert list(result) == ["Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_5", "Mult_acc_7", "MAE", "Corr"]
+    assert list(result) == [
+        "Has0_acc_2",
+        "Has0_F1_score",
+        "Non0_acc_2",
+        "Non0_F1_score",
+        "Mult_acc_5",
+        "Mult_acc_7",
+        "MAE",
+        "Corr",
+    ]
     # Has0: pred >= 0 vs true >= 0 -> [F,T,F,T,T,T] vs [F,F,T,T,T,T]: 4 of 6 agree.
     assert result["Has0_acc_2"] == pytest.approx(4 / 6)
     # Non0 drops the two zero labels: pred > 0 [F,T,T,T] vs true > 0 [F,F,T,T]: 3 of 4.

@@ -2,12 +2,21 @@ import numpy as np
 import pytest
 
 from robustmm import presets, synthetic
-from robustmm.missing import PROTOCOL_MISSING_SEEDS, check_missing_seeds, mask_seeds, simulate_missing, text_lengths, valid_mask
+from robustmm.missing import (
+    PROTOCOL_MISSING_SEEDS,
+    check_missing_seeds,
+    mask_seeds,
+    simulate_missing,
+    text_lengths,
+    valid_mask,
+)
 
 
 @pytest.fixture(scope="module")
 def split():
-    data = synthetic.make_dataset(presets.get_preset("mosi"), sizes=(40, 4, 4), seq_lens=(20, 30, 25), feature_dims=(8, 5, 6))
+    data = synthetic.make_dataset(
+        presets.get_preset("mosi"), sizes=(40, 4, 4), seq_lens=(20, 30, 25), feature_dims=(8, 5, 6)
+    )
     train = data["train"]
     # One text row without padding: the upstream length bug case.
     train["text_bert"][0, 0, :] = [101] + list(range(2000, 2018)) + [102]
@@ -113,20 +122,37 @@ def test_the_sweep_trains_on_the_masks_of_the_protocol(tmp_path, monkeypatch, mi
     from robustmm.text_encoder import OFFLINE_ENCODER
 
     path = tmp_path / "mosi.pkl"
-    data.write(synthetic.make_dataset(presets.get_preset("mosi"), sizes=(12, 6, 6), seq_lens=(10, 24, 16),
-                                      feature_dims=(384, 5, 20), seed=4), path)
+    data.write(
+        synthetic.make_dataset(
+            presets.get_preset("mosi"), sizes=(12, 6, 6), seq_lens=(10, 24, 16), feature_dims=(384, 5, 20), seed=4
+        ),
+        path,
+    )
     seen = {}
     real_prepare = train.prepare_splits
 
     def recording_prepare(loaded, config, *args, **kwargs):
         splits = real_prepare(loaded, config, *args, **kwargs)
-        seen[(config.rate, config.seed)] = {name: {key: value.numpy() for key, value in split.items()} for name, split in splits.items()}
+        seen[(config.rate, config.seed)] = {
+            name: {key: value.numpy() for key, value in split.items()} for name, split in splits.items()
+        }
         return splits
 
     monkeypatch.setattr(train, "prepare_splits", recording_prepare)
     settings = {} if missing_seeds is None else {"missing_seeds": missing_seeds}
-    experiments.sweep(path, "mosi", rates=[0.3, 0.7], seeds=[111, 1111, 5], out=tmp_path / "sweep", text_mode="frozen",
-                      text_encoder=OFFLINE_ENCODER, device="cpu", epochs=1, progress=False, **settings)
+    experiments.sweep(
+        path,
+        "mosi",
+        rates=[0.3, 0.7],
+        seeds=[111, 1111, 5],
+        out=tmp_path / "sweep",
+        text_mode="frozen",
+        text_encoder=OFFLINE_ENCODER,
+        device="cpu",
+        epochs=1,
+        progress=False,
+        **settings,
+    )
 
     loaded = data.load(path)
     assert sorted(seen) == [(rate, seed) for rate in (0.3, 0.7) for seed in (5, 111, 1111)]
@@ -135,7 +161,9 @@ def test_the_sweep_trains_on_the_masks_of_the_protocol(tmp_path, monkeypatch, mi
         for name in ("train", "valid", "test"):
             expected = reference_generate_m(loaded[name], rate, seeds)
             for key in ("text_keep", "audio_keep", "vision_keep", "audio_m", "vision_m"):
-                np.testing.assert_array_equal(splits[name][key], expected[key], err_msg=f"{name}/{key} at {rate}, {seed}")
+                np.testing.assert_array_equal(
+                    splits[name][key], expected[key], err_msg=f"{name}/{key} at {rate}, {seed}"
+                )
             assert splits[name]["text_keep"].any() and not splits[name]["audio_keep"].all()
     if missing_seeds != "per_training_seed":  # fixed seeds: every training seed sees the same masks
         for rate in (0.3, 0.7):
@@ -147,7 +175,11 @@ def test_missing_seeds_setting():
     assert check_missing_seeds("1111,1111,1111") == (1111, 1111, 1111)
     assert check_missing_seeds([111, 1111, 11111]) == PROTOCOL_MISSING_SEEDS == (111, 1111, 11111)
     assert check_missing_seeds("per_training_seed") == "per_training_seed"
-    assert mask_seeds(PROTOCOL_MISSING_SEEDS, 7) == (111, 1111, 11111) and mask_seeds("per_training_seed", 7) == (7, 7, 7)
+    assert mask_seeds(PROTOCOL_MISSING_SEEDS, 7) == (111, 1111, 11111) and mask_seeds("per_training_seed", 7) == (
+        7,
+        7,
+        7,
+    )
     for bad in ("111,1111", [1, 2, 3.5], "a,b,c", "per_seed", [-1, 2, 3]):
         with pytest.raises(ValueError, match="missing_seeds"):
             check_missing_seeds(bad)

@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 
 from robustmm.missing import (
-    Block, Iid, PerModality, TrainOnce, WholeModality, as_pattern, missing_pattern, pattern_record, simulate_missing,
+    Block,
+    Iid,
+    PerModality,
+    TrainOnce,
+    WholeModality,
+    as_pattern,
+    missing_pattern,
+    pattern_record,
+    simulate_missing,
 )
 
 SEEDS = (111, 1111, 11111)
@@ -20,8 +28,10 @@ def tiny_split():
     ids[1, 1, :5] = 1
     return {
         "text_bert": ids,
-        "audio": np.ones((2, 8, 3), dtype=np.float32), "audio_lengths": np.array([8, 6]),
-        "vision": np.ones((2, 5, 2), dtype=np.float32), "vision_lengths": np.array([5, 3]),
+        "audio": np.ones((2, 8, 3), dtype=np.float32),
+        "audio_lengths": np.array([8, 6]),
+        "vision": np.ones((2, 5, 2), dtype=np.float32),
+        "vision_lengths": np.array([5, 3]),
     }
 
 
@@ -65,9 +75,13 @@ def runs_of_zeros(row):
 @pytest.mark.parametrize("rate", [0.1, 0.3, 0.6])
 def test_block_covers_the_share_exactly_with_spans_of_the_distribution(rate):
     rows, steps = 50, 200
-    split = {"text_bert": np.ones((rows, 3, 4), dtype=np.int64),
-             "audio": np.ones((rows, steps, 1), dtype=np.float32), "audio_lengths": np.full(rows, steps),
-             "vision": np.ones((rows, 4, 1), dtype=np.float32), "vision_lengths": np.full(rows, 4)}
+    split = {
+        "text_bert": np.ones((rows, 3, 4), dtype=np.int64),
+        "audio": np.ones((rows, steps, 1), dtype=np.float32),
+        "audio_lengths": np.full(rows, steps),
+        "vision": np.ones((rows, 4, 1), dtype=np.float32),
+        "vision_lengths": np.full(rows, 4),
+    }
     uniform = Block(modalities=("audio",), min_span=3, max_span=7).apply(split, rate, SEEDS)["audio_keep"]
     lengths = []
     for row in uniform:
@@ -83,10 +97,20 @@ def test_block_covers_the_share_exactly_with_spans_of_the_distribution(rate):
 
 def test_whole_modality_absent_for_the_drawn_samples():
     rows = 40
-    split = {"text_bert": np.stack([np.tile([101, 7, 8, 102], (rows, 1)), np.ones((rows, 4), dtype=np.int64),
-                                    np.zeros((rows, 4), dtype=np.int64)], axis=1),
-             "audio": np.ones((rows, 5, 2), dtype=np.float32), "audio_lengths": np.full(rows, 5),
-             "vision": np.ones((rows, 3, 2), dtype=np.float32), "vision_lengths": np.full(rows, 3)}
+    split = {
+        "text_bert": np.stack(
+            [
+                np.tile([101, 7, 8, 102], (rows, 1)),
+                np.ones((rows, 4), dtype=np.int64),
+                np.zeros((rows, 4), dtype=np.int64),
+            ],
+            axis=1,
+        ),
+        "audio": np.ones((rows, 5, 2), dtype=np.float32),
+        "audio_lengths": np.full(rows, 5),
+        "vision": np.ones((rows, 3, 2), dtype=np.float32),
+        "vision_lengths": np.full(rows, 3),
+    }
     out = WholeModality(modalities=("text", "vision")).apply(split, 0.3, SEEDS)
     # Row i lacks modality m when uniform(N)[i] < rate with m's seed: the same draw as iid's first row, per sample.
     absent_text = np.random.RandomState(111).uniform(size=rows) < 0.3
@@ -108,8 +132,9 @@ def test_per_modality_sweeps_only_its_swept_modalities():
     expected = simulate_missing(split, (0.0, 1.0, 0.5), SEEDS)
     for key in ("text_keep", "audio_keep", "vision_keep", "vision_m", "text_bert_m"):
         np.testing.assert_array_equal(out[key], expected[key])
-    np.testing.assert_array_equal(out["vision_keep"],
-                                  (np.random.RandomState(11111).uniform(size=(2, 5)) > 0.5) * [[1] * 5, [1, 1, 1, 0, 0]])
+    np.testing.assert_array_equal(
+        out["vision_keep"], (np.random.RandomState(11111).uniform(size=(2, 5)) > 0.5) * [[1] * 5, [1, 1, 1, 0, 0]]
+    )
 
 
 def test_iid_is_the_protocol_and_rates_may_be_per_row():
@@ -164,7 +189,10 @@ def test_train_once_rates_per_sample():
     assert 0.15 < complete.mean() < 0.35 and ((rates[~complete] >= 0.2) & (rates[~complete] < 0.8)).all()
     assert (once.sample_rates(400, (1, 2, 3)) != rates).any()
     assert not TrainOnce(complete_share=1.0).sample_rates(10, SEEDS).any()
-    for options, message in [({"train_rates": (0.8, 0.2)}, "train_rates"), ({"valid_rate": 1.2}, "valid_rate"),
-                             ({"complete_share": -0.1}, "complete_share")]:
+    for options, message in [
+        ({"train_rates": (0.8, 0.2)}, "train_rates"),
+        ({"valid_rate": 1.2}, "valid_rate"),
+        ({"complete_share": -0.1}, "complete_share"),
+    ]:
         with pytest.raises(ValueError, match=message):
             TrainOnce(**options)

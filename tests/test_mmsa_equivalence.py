@@ -15,7 +15,8 @@ import pytest
 import torch
 
 mmsa_model = pytest.importorskip(
-    "MMSA.models.missingTask.TFR_NET.model", reason="the reference MMSA==2.2.1 is not installed (pip install -e '.[test]')"
+    "MMSA.models.missingTask.TFR_NET.model",
+    reason="the reference MMSA==2.2.1 is not installed (pip install -e '.[test]')",
 )
 
 from robustmm import train as training  # noqa: E402
@@ -36,9 +37,21 @@ def tiny_params(**changes) -> TFRNetParams:
     """Upstream's structure (d 30, 6 heads, kernels 1/5/3, 3 intra and `nlevels` cross layers), small elsewhere,
     every dropout off so that train mode is deterministic."""
     settings = dict(
-        nlevels=2, attn_dropout=(0.0, 0.0, 0.0), relu_dropout=0.0, embed_dropout=0.0, res_dropout=0.0, text_dropout=0.0,
-        fusion_hidden=(8, 6, 10), fusion_gru_layers=2, fusion_dropout=0.0, cls_hidden_dim=16, cls_dropout=0.0,
-        recon_weights=(5.0, 2.0, 20.0), weight_sim_loss=5.0, num_temporal_head=2, batch_size=6,
+        nlevels=2,
+        attn_dropout=(0.0, 0.0, 0.0),
+        relu_dropout=0.0,
+        embed_dropout=0.0,
+        res_dropout=0.0,
+        text_dropout=0.0,
+        fusion_hidden=(8, 6, 10),
+        fusion_gru_layers=2,
+        fusion_dropout=0.0,
+        cls_hidden_dim=16,
+        cls_dropout=0.0,
+        recon_weights=(5.0, 2.0, 20.0),
+        weight_sim_loss=5.0,
+        num_temporal_head=2,
+        batch_size=6,
     )
     return TFRNetParams(**{**settings, **changes})
 
@@ -48,18 +61,43 @@ def mmsa_args(params: TFRNetParams, seq_lens=SEQ_LENS, feature_dims=FEATURE_DIMS
     from easydict import EasyDict
 
     return EasyDict(
-        model_name="tfr_net", dataset_name="mosi", train_mode="regression", KeyEval="Loss", device=torch.device("cpu"),
-        seq_lens=list(seq_lens), feature_dims=list(feature_dims), dst_feature_dim_nheads=[params.common_dim, params.num_heads],
-        nlevels=params.nlevels, attn_dropout=params.attn_dropout[0], attn_dropout_a=params.attn_dropout[1],
-        attn_dropout_v=params.attn_dropout[2], relu_dropout=params.relu_dropout, embed_dropout=params.embed_dropout,
-        res_dropout=params.res_dropout, text_dropout=params.text_dropout, attn_mask=True,
-        conv1d_kernel_size_l=params.conv_kernels[0], conv1d_kernel_size_a=params.conv_kernels[1],
-        conv1d_kernel_size_v=params.conv_kernels[2], num_temporal_head=params.num_temporal_head,
-        alignmentModule="crossmodal_attn", generatorModule="linear", fusionModule="c_gate", recloss_type="combine",
-        without_generator=False, weight_sim_loss=params.weight_sim_loss, weight_gen_loss=list(params.recon_weights),
-        fusion_t_hid=params.fusion_hidden[0], fusion_a_hid=params.fusion_hidden[1], fusion_v_hid=params.fusion_hidden[2],
-        fusion_gru_layers=params.fusion_gru_layers, fusion_drop=params.fusion_dropout, cls_hidden_dim=params.cls_hidden_dim,
-        cls_dropout=params.cls_dropout, use_bert_finetune=True, **extra,
+        model_name="tfr_net",
+        dataset_name="mosi",
+        train_mode="regression",
+        KeyEval="Loss",
+        device=torch.device("cpu"),
+        seq_lens=list(seq_lens),
+        feature_dims=list(feature_dims),
+        dst_feature_dim_nheads=[params.common_dim, params.num_heads],
+        nlevels=params.nlevels,
+        attn_dropout=params.attn_dropout[0],
+        attn_dropout_a=params.attn_dropout[1],
+        attn_dropout_v=params.attn_dropout[2],
+        relu_dropout=params.relu_dropout,
+        embed_dropout=params.embed_dropout,
+        res_dropout=params.res_dropout,
+        text_dropout=params.text_dropout,
+        attn_mask=True,
+        conv1d_kernel_size_l=params.conv_kernels[0],
+        conv1d_kernel_size_a=params.conv_kernels[1],
+        conv1d_kernel_size_v=params.conv_kernels[2],
+        num_temporal_head=params.num_temporal_head,
+        alignmentModule="crossmodal_attn",
+        generatorModule="linear",
+        fusionModule="c_gate",
+        recloss_type="combine",
+        without_generator=False,
+        weight_sim_loss=params.weight_sim_loss,
+        weight_gen_loss=list(params.recon_weights),
+        fusion_t_hid=params.fusion_hidden[0],
+        fusion_a_hid=params.fusion_hidden[1],
+        fusion_v_hid=params.fusion_hidden[2],
+        fusion_gru_layers=params.fusion_gru_layers,
+        fusion_drop=params.fusion_dropout,
+        cls_hidden_dim=params.cls_hidden_dim,
+        cls_dropout=params.cls_dropout,
+        use_bert_finetune=True,
+        **extra,
     )
 
 
@@ -70,9 +108,16 @@ def bert_dir(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("tiny-bert")
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=VOCAB, hidden_size=FEATURE_DIMS[0], num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=37, max_position_embeddings=32, hidden_dropout_prob=0.0,
-                        attention_probs_dropout_prob=0.0)
+    config = BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=FEATURE_DIMS[0],
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=32,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     BertModel(config).save_pretrained(folder)
     special = {0: "[PAD]", UNK: "[UNK]", CLS: "[CLS]", SEP: "[SEP]", 103: "[MASK]"}
     (folder / "vocab.txt").write_text("\n".join(special.get(i, f"tok{i}") for i in range(VOCAB)) + "\n")
@@ -122,7 +167,9 @@ def make_batch(rate: float, seed: int, size: int = 6, keep_first_frame: bool = F
     text_m = np.stack([ids_m, valid[0], np.zeros_like(ids)], axis=1)
     batch["text_bert"], batch["text_bert_m"] = torch.as_tensor(text), torch.as_tensor(text_m)
     for index, name in ((1, "audio"), (2, "vision")):
-        features = rng.normal(size=(size, SEQ_LENS[index], FEATURE_DIMS[index])).astype(np.float32) * valid[index][:, :, None]
+        features = (
+            rng.normal(size=(size, SEQ_LENS[index], FEATURE_DIMS[index])).astype(np.float32) * valid[index][:, :, None]
+        )
         batch[name] = torch.as_tensor(features)
         batch[f"{name}_m"] = torch.as_tensor(features * keep[index][:, :, None])
         batch[f"{name}_lengths"] = torch.as_tensor(lengths[index])
@@ -186,7 +233,9 @@ def test_faithful_forward_is_mmsa(local_bert, rate, mode):
 
 
 def mapped_gradients(reference) -> dict[str, torch.Tensor]:
-    return from_mmsa_state_dict({name: param.grad for name, param in reference.named_parameters() if param.grad is not None})
+    return from_mmsa_state_dict(
+        {name: param.grad for name, param in reference.named_parameters() if param.grad is not None}
+    )
 
 
 def capture_fusion_inputs(reference):
@@ -247,7 +296,9 @@ def test_faithful_positions_follow_fairseq_make_positions():
     x[0, 3:6] = 0.0
     x[1, 0, 0] = 0.0  # channel 0 alone decides, as in make_positions
     with torch.no_grad():
-        assert_close(ours(x, mask=model.attention_mask(0, 0, [torch.ones(2, 9)])), reference(x.transpose(0, 1)).transpose(0, 1))
+        assert_close(
+            ours(x, mask=model.attention_mask(0, 0, [torch.ones(2, 9)])), reference(x.transpose(0, 1)).transpose(0, 1)
+        )
 
 
 def test_faithful_init_is_fairseqs():
@@ -267,8 +318,11 @@ def test_faithful_refuses_heads_where_upstream_crashes(local_bert):
     seq_lens, dims = (39, 400, 55), (32, 33, 709)  # SIMS: 25 heads do not divide 39 or 55
     with pytest.raises(AssertionError, match="embed_dim must be divisible by num_heads"):
         mmsa_model.TFR_NET(mmsa_args(params, seq_lens, dims))
-    with pytest.raises(ValueError, match=r"faithful mode: num_temporal_head 25 does not divide the text length 39, "
-                                         r"vision length 55; upstream TFR-Net crashes here"):
+    with pytest.raises(
+        ValueError,
+        match=r"faithful mode: num_temporal_head 25 does not divide the text length 39, "
+        r"vision length 55; upstream TFR-Net crashes here",
+    ):
         TFRNet(params, seq_lens, dims, text_mode="frozen", faithful=True)
     assert TFRNet(params, seq_lens, dims, text_mode="frozen").reconstructors[0].layers[0].heads == 13
 
@@ -281,8 +335,14 @@ def test_faithful_refuses_empty_modalities_where_upstream_crashes(local_bert):
     reference.eval(), ours.eval()
     with pytest.raises(RuntimeError, match="greater than 0"), torch.no_grad():
         reference(*mmsa_inputs(batch))
-    with pytest.raises(ValueError, match=r"faithful mode: the batch has samples with no vision steps \(length 0\); "
-                                         r"upstream TFR-Net crashes"), torch.no_grad():
+    with (
+        pytest.raises(
+            ValueError,
+            match=r"faithful mode: the batch has samples with no vision steps \(length 0\); "
+            r"upstream TFR-Net crashes",
+        ),
+        torch.no_grad(),
+    ):
         ours(batch)
 
 
@@ -319,9 +379,17 @@ class ShuffledBatches:
             batch = {key: value[index] for key, value in self.tensors.items()}
             (text, text_m, text_keep), audio, vision = mmsa_inputs(batch)
             yield {
-                "text": text, "text_m": text_m, "text_missing_mask": text_keep,
-                "audio": audio[0], "audio_m": audio[1], "audio_mask": audio[2], "audio_missing_mask": audio[3],
-                "vision": vision[0], "vision_m": vision[1], "vision_mask": vision[2], "vision_missing_mask": vision[3],
+                "text": text,
+                "text_m": text_m,
+                "text_missing_mask": text_keep,
+                "audio": audio[0],
+                "audio_m": audio[1],
+                "audio_mask": audio[2],
+                "audio_missing_mask": audio[3],
+                "vision": vision[0],
+                "vision_m": vision[1],
+                "vision_mask": vision[2],
+                "vision_missing_mask": vision[3],
                 "labels": {"M": batch["labels"].view(-1, 1)},
             }
 
@@ -348,25 +416,44 @@ def test_faithful_training_is_mmsa_trainer(local_bert, tmp_path, monkeypatch):
     preset = custom_preset("custom", seq_lens=SEQ_LENS, feature_dims=FEATURE_DIMS).replace(tfr_net=params)
     rng = np.random.default_rng(7)
     loaded = {name: make_split(rng, size) for name, size in (("train", 26), ("valid", 10), ("test", 8))}
-    config = training.RunConfig(dataset="custom", rate=0.2, seed=5, text_mode="finetune", faithful=True, device="cpu",
-                                max_epochs=30, progress=False)
+    config = training.RunConfig(
+        dataset="custom",
+        rate=0.2,
+        seed=5,
+        text_mode="finetune",
+        faithful=True,
+        device="cpu",
+        max_epochs=30,
+        progress=False,
+    )
     encoder = TextEncoder(str(local_bert), load_weights=False)
     tensors = training.prepare_splits(loaded, config, encoder, {})
     for name in ("audio", "vision"):  # no row without frames (max-pool ties, see the gradient test)
         assert (tensors["train"][f"{name}_keep"].sum(dim=1) > 0).all()
 
     torch.manual_seed(2)
-    args = mmsa_args(params, model_save_path=tmp_path / "mmsa.pth", cur_seed=config.seed, early_stop=params.early_stop,
-                     patience=params.patience, update_epochs=params.update_epochs, grad_clip=params.grad_clip,
-                     learning_rate_bert=params.learning_rate_bert, learning_rate_other=params.learning_rate_other,
-                     weight_decay_bert=params.weight_decay_bert, weight_decay_other=params.weight_decay_other)
+    args = mmsa_args(
+        params,
+        model_save_path=tmp_path / "mmsa.pth",
+        cur_seed=config.seed,
+        early_stop=params.early_stop,
+        patience=params.patience,
+        update_epochs=params.update_epochs,
+        grad_clip=params.grad_clip,
+        learning_rate_bert=params.learning_rate_bert,
+        learning_rate_other=params.learning_rate_other,
+        weight_decay_bert=params.weight_decay_bert,
+        weight_decay_other=params.weight_decay_other,
+    )
     reference = AMIO(args).double()
     ours = TFRNet(params, SEQ_LENS, FEATURE_DIMS, text_encoder=BertModel.from_pretrained(local_bert), faithful=True)
     ours.load_state_dict(from_mmsa_state_dict(reference.state_dict()))
     ours.double()
     monkeypatch.setattr(training, "build_model", lambda *args: ours)
     optimizers, real_optimizer = [], training.build_optimizer
-    monkeypatch.setattr(training, "build_optimizer", lambda *args: optimizers.append(real_optimizer(*args)) or optimizers[-1])
+    monkeypatch.setattr(
+        training, "build_optimizer", lambda *args: optimizers.append(real_optimizer(*args)) or optimizers[-1]
+    )
 
     ours_epochs, real_epoch = [], training.train_epoch
 
@@ -409,16 +496,25 @@ def test_faithful_training_is_mmsa_trainer(local_bert, tmp_path, monkeypatch):
     assert mmsa_lrs[-1] < params.learning_rate_other  # cut at least once
 
     def without_key_biases(state):
-        return {name: value[len(value) // 2:] if name.endswith("key_value.bias") else value for name, value in state.items()}
+        return {
+            name: value[len(value) // 2 :] if name.endswith("key_value.bias") else value
+            for name, value in state.items()
+        }
 
     for epoch, (state, expected) in enumerate(zip(ours_epochs, mmsa_epochs), start=1):
         state = without_key_biases(state)
         for name, value in without_key_biases(expected).items():
-            torch.testing.assert_close(state[name], value, atol=ATOL, rtol=0, msg=lambda m: f"epoch {epoch} {name}: {m}")
+            torch.testing.assert_close(
+                state[name],
+                value,
+                atol=ATOL,
+                rtol=0,
+                msg=lambda m, epoch=epoch, name=name: f"epoch {epoch} {name}: {m}",
+            )
     best = without_key_biases(torch.load(tmp_path / "ours" / "best.pt", weights_only=False)["model"])
     mmsa_best = from_mmsa_state_dict(torch.load(tmp_path / "mmsa.pth", weights_only=False))
     for name, value in without_key_biases(mmsa_best).items():
-        torch.testing.assert_close(best[name], value, atol=ATOL, rtol=0, msg=lambda m: f"best {name}: {m}")
+        torch.testing.assert_close(best[name], value, atol=ATOL, rtol=0, msg=lambda m, name=name: f"best {name}: {m}")
     assert json.loads((tmp_path / "ours" / "result.json").read_text())["epochs"] == len(mmsa_valid)
 
 

@@ -37,13 +37,21 @@ LOGGER = logging.getLogger("mmsa-fet-compat")
 def librosa_config(recipe: str) -> dict:
     """MMSA-FET's librosa config for one of robustmm's named recipes."""
     spec = LIBROSA_RECIPES[recipe]
-    return {"tool": "librosa", "sample_rate": 22050, "n_fft": spec["n_fft"], "hop_length": spec["hop_length"],
-            "features": {name: dict(args) for feature in spec["features"] for name, args in feature.items()}}
+    return {
+        "tool": "librosa",
+        "sample_rate": 22050,
+        "n_fft": spec["n_fft"],
+        "hop_length": spec["hop_length"],
+        "features": {name: dict(args) for feature in spec["features"] for name, args in feature.items()},
+    }
 
 
 def opensmile_config(level: str) -> dict:
-    return {"tool": "opensmile", "sample_rate": 16000,
-            "args": {"feature_set": "eGeMAPSv02", "feature_level": level, "start": None, "end": None}}
+    return {
+        "tool": "opensmile",
+        "sample_rate": 16000,
+        "args": {"feature_set": "eGeMAPSv02", "feature_level": level, "start": None, "end": None},
+    }
 
 
 # (robustmm extractor, its config, MMSA-FET's config)
@@ -87,9 +95,11 @@ def clips(tmp_path_factory):
     root = tmp_path_factory.mktemp("fet-clips")
     left, right = speech_like(2.0, 44100, seed=12), speech_like(2.0, 44100, seed=13, f0=210.0)
     stereo = np.stack([left, 0.6 * right + 0.4 * left])
-    return {"stereo-pcm": write_audio_clip(root / "stereo.mkv", stereo, 44100, codec="pcm_s16le"),
-            "stereo-aac": write_audio_clip(root / "stereo.mp4", stereo, 44100),
-            "mono-aac": write_audio_clip(root / "mono.mp4", speech_like(2.0, 22050, seed=14)[None], 22050)}
+    return {
+        "stereo-pcm": write_audio_clip(root / "stereo.mkv", stereo, 44100, codec="pcm_s16le"),
+        "stereo-aac": write_audio_clip(root / "stereo.mp4", stereo, 44100),
+        "mono-aac": write_audio_clip(root / "mono.mp4", speech_like(2.0, 22050, seed=14)[None], 22050),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +112,9 @@ def mmsa_fet_output(tmp_path_factory):
 
     def run(key: str, clip: Path) -> np.ndarray:
         if key not in tools:
-            tools[key] = FeatureExtractionTool({"audio": EXTRACTORS[key][2]()}, tmp_dir=root / key, log_dir=root / "log",
-                                               verbose=0)
+            tools[key] = FeatureExtractionTool(
+                {"audio": EXTRACTORS[key][2]()}, tmp_dir=root / key, log_dir=root / "log", verbose=0
+            )
         return np.asarray(tools[key].run_single(clip)["audio"], np.float32)
 
     return run
@@ -111,7 +122,7 @@ def mmsa_fet_output(tmp_path_factory):
 
 def robustmm_output(key: str, clip: Path) -> np.ndarray:
     name, config, _ = EXTRACTORS[key]
-    (result, _), = extract_clip(clip, {0: create_extractor(name, {**config, "decode": "mmsa-fet"})}).values()
+    ((result, _),) = extract_clip(clip, {0: create_extractor(name, {**config, "decode": "mmsa-fet"})}).values()
     return result.arrays["features"]
 
 
@@ -136,7 +147,7 @@ def test_mmsa_fet_decoding_of_aac_is_within_tolerance(clips, mmsa_fet_output, ke
 def test_pyav_decoding_is_not_mmsa_fet(clips, mmsa_fet_output):
     # The guard of the tests above: PyAV's resampler alone already moves the features past the tolerance.
     theirs = mmsa_fet_output("librosa-sims", clips["stereo-pcm"])
-    (result, _), = extract_clip(clips["stereo-pcm"], {0: create_extractor("librosa", {"decode": "pyav"})}).values()
+    ((result, _),) = extract_clip(clips["stereo-pcm"], {0: create_extractor("librosa", {"decode": "pyav"})}).values()
     assert np.abs(result.arrays["features"] - theirs).max() > TOLERANCE * theirs.std(axis=0).min()
 
 

@@ -22,11 +22,18 @@ def make_batch(seq_lens, feature_dims, batch=2, seed=0):
     generator = torch.Generator().manual_seed(seed)
     len_t, len_a, len_v = seq_lens
     text_len = torch.tensor([len_t, max(3, len_t // 2)])[:batch]
-    lengths = {"audio": torch.tensor([len_a, max(1, len_a // 3)])[:batch], "vision": torch.tensor([max(1, len_v // 2), len_v])[:batch]}
+    lengths = {
+        "audio": torch.tensor([len_a, max(1, len_a // 3)])[:batch],
+        "vision": torch.tensor([max(1, len_v // 2), len_v])[:batch],
+    }
     text_bert = torch.zeros(batch, 3, len_t, dtype=torch.long)
     text_bert[:, 1] = (torch.arange(len_t)[None] < text_len[:, None]).long()
     out = {"text_bert": text_bert}
-    for name, dim, length in (("text", feature_dims[0], len_t), ("audio", feature_dims[1], len_a), ("vision", feature_dims[2], len_v)):
+    for name, dim, length in (
+        ("text", feature_dims[0], len_t),
+        ("audio", feature_dims[1], len_a),
+        ("vision", feature_dims[2], len_v),
+    ):
         valid = text_bert[:, 1] if name == "text" else (torch.arange(length)[None] < lengths[name][:, None]).long()
         keep = valid * (torch.rand(batch, length, generator=generator) > 0.4).long()
         complete = torch.randn(batch, length, dim, generator=generator) * valid[:, :, None]
@@ -116,8 +123,11 @@ def test_reconstruction_loss_covers_exactly_the_dropped_positions():
     out = model(batch)
     out["recon_loss"].sum().backward()
     for name in ("text", "audio", "vision"):
-        valid = batch["text_bert"][:, 1] if name == "text" else (
-            torch.arange(batch[name].shape[1])[None] < batch[f"{name}_lengths"][:, None]).long()
+        valid = (
+            batch["text_bert"][:, 1]
+            if name == "text"
+            else (torch.arange(batch[name].shape[1])[None] < batch[f"{name}_lengths"][:, None]).long()
+        )
         dropped = (valid - batch[f"{name}_keep"]).bool()
         touched = batch[name].grad.abs().sum(dim=-1) > 0
         assert dropped.any()
@@ -130,8 +140,10 @@ def test_reconstruction_loss_value():
     prediction, target = torch.randn(2, 6, 4), torch.randn(2, 6, 4)
     missing = torch.zeros(2, 6)
     missing[0, 1] = missing[1, 4] = 1
-    expected = (F.smooth_l1_loss(prediction[0, 1], target[0, 1], reduction="sum")
-                + F.smooth_l1_loss(prediction[1, 4], target[1, 4], reduction="sum")) / (8 + 1e-4)
+    expected = (
+        F.smooth_l1_loss(prediction[0, 1], target[0, 1], reduction="sum")
+        + F.smooth_l1_loss(prediction[1, 4], target[1, 4], reduction="sum")
+    ) / (8 + 1e-4)
     torch.testing.assert_close(model.reconstruction_loss(prediction, target, missing), expected)
 
 
@@ -262,10 +274,23 @@ def test_activation_checkpointing_on_and_off_give_the_same_loss_and_gradients(fa
 def test_checkpointing_setting_reaches_bert_layers(checkpointing):
     from transformers import BertConfig, BertModel
 
-    bert = BertModel(BertConfig(vocab_size=50, hidden_size=TEXT_DIM, num_hidden_layers=1, num_attention_heads=2,
-                                intermediate_size=32, max_position_embeddings=16))
-    TFRNet(get_preset("mosi", "emt-dlfr").tfr_net, (8, 20, 12), (TEXT_DIM, 5, 20), text_encoder=bert,
-           checkpointing=checkpointing)
+    bert = BertModel(
+        BertConfig(
+            vocab_size=50,
+            hidden_size=TEXT_DIM,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=16,
+        )
+    )
+    TFRNet(
+        get_preset("mosi", "emt-dlfr").tfr_net,
+        (8, 20, 12),
+        (TEXT_DIM, 5, 20),
+        text_encoder=bert,
+        checkpointing=checkpointing,
+    )
     assert bert.is_activation_checkpointing == checkpointing
 
 

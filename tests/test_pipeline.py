@@ -144,7 +144,9 @@ def test_repro_reruns_exactly_what_each_change_affects(project):
     preset = custom_preset("published", seq_lens=(12, 20, 10), feature_dims=(384, 5, 7))
     (project.root / "published").mkdir()
     data.write(synthetic.make_dataset(preset, sizes=(24, 8, 8), seed=3), project.root / "published" / "tiny.pkl")
-    project.write_params({**params, "datasets": {**params["datasets"], "tiny": {"data": "published/tiny.pkl", "preset": "custom"}}})
+    project.write_params(
+        {**params, "datasets": {**params["datasets"], "tiny": {"data": "published/tiny.pkl", "preset": "custom"}}}
+    )
     assert project.repro("--dry") == {"sweep@tiny", "evaluate_corruptions@tiny", "report"}
     project.write_params(params)
 
@@ -155,7 +157,10 @@ def test_repro_reruns_exactly_what_each_change_affects(project):
     params["extract"]["audio"] = {"extractor": "mfcc"}
     project.write_params(params)
     cached = project.cache_entries()
-    features = {modality: (project.root / "features" / "demo" / f"{modality}.pkl").read_bytes() for modality in ("text", "vision")}
+    features = {
+        modality: (project.root / "features" / "demo" / f"{modality}.pkl").read_bytes()
+        for modality in ("text", "vision")
+    }
     assert project.repro("assemble@demo") == {"extract@demo", "assemble@demo"}
     now = project.cache_entries()
     assert {name: now[name] for name in ("bert", "mediapipe")} == {name: cached[name] for name in ("bert", "mediapipe")}
@@ -212,24 +217,33 @@ def test_a_killed_sweep_resumes_under_dvc_with_its_finished_runs(project, tmp_pa
 
     runs = project.root / "results" / "tiny" / "runs"
     # A new session, so that the kill takes DVC and the stage's python together, as a crash would.
-    repro = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "sweep@tiny"], cwd=project.root, env=project.env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    repro = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro", "sweep@tiny"],
+        cwd=project.root,
+        env=project.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         # Kill once a run has finished and a later one is training (its last.pt written, no result yet).
         while repro.poll() is None:
             folders = list(runs.glob("rate_*")) if runs.exists() else []
             if any((f / "result.json").exists() for f in folders) and any(
-                    (f / "last.pt").exists() and not (f / "result.json").exists() for f in folders):
+                (f / "last.pt").exists() and not (f / "result.json").exists() for f in folders
+            ):
                 break
             time.sleep(0.02)
     finally:
         os.killpg(repro.pid, signal.SIGKILL)
         repro.wait()
-    finished = {path.parent.name: (path.stat().st_mtime_ns, json.loads(path.read_text())) for path in runs.glob("*/result.json")}
+    finished = {
+        path.parent.name: (path.stat().st_mtime_ns, json.loads(path.read_text())) for path in runs.glob("*/result.json")
+    }
     assert 1 <= len(finished) < len(rates), f"the kill came too late: {sorted(finished)}"
 
     assert project.repro("sweep@tiny") == {"sweep@tiny"}
-    for name, (mtime, result) in finished.items():
+    for name, (mtime, _result) in finished.items():
         assert (runs / name / "result.json").stat().st_mtime_ns == mtime, f"{name} was trained again"
     table = {row["rate"]: row for row in csv.DictReader(open(project.root / "results" / "tiny" / "results.csv"))}
     for result in (result for _, result in finished.values()):
@@ -237,7 +251,13 @@ def test_a_killed_sweep_resumes_under_dvc_with_its_finished_runs(project, tmp_pa
 
     # The same sweep uninterrupted, in this process (one thread, as the stage's torch_threads).
     sweep_settings = {key: value for key, value in params["sweep"].items() if key != "torch_threads"}
-    straight = robustmm.sweep(project.root / "published" / "tiny.pkl", "custom", text_encoder=encoder,
-                              out=tmp_path / "straight", progress=False, **sweep_settings)
+    straight = robustmm.sweep(
+        project.root / "published" / "tiny.pkl",
+        "custom",
+        text_encoder=encoder,
+        out=tmp_path / "straight",
+        progress=False,
+        **sweep_settings,
+    )
     resumed = json.loads((project.root / "results" / "tiny" / "metrics.json").read_text())
     assert resumed.keys() == straight.keys() and resumed == pytest.approx(straight, rel=1e-6)

@@ -17,7 +17,14 @@ def write_runs(path, rows, columns=("rate", "seed", "MAE", "Has0_acc_2")):
     return path
 
 
-RUNS = [(0.0, 1, 0.5, 0.9), (0.0, 2, 0.7, 0.8), (0.5, 1, 1.0, 0.7), (0.5, 2, 1.2, 0.5), (1.0, 1, 1.5, 0.5), (1.0, 2, 1.5, 0.5)]
+RUNS = [
+    (0.0, 1, 0.5, 0.9),
+    (0.0, 2, 0.7, 0.8),
+    (0.5, 1, 1.0, 0.7),
+    (0.5, 2, 1.2, 0.5),
+    (1.0, 1, 1.5, 0.5),
+    (1.0, 2, 1.5, 0.5),
+]
 
 
 def test_curves_average_over_seeds_and_integrate_over_rates(tmp_path):
@@ -67,8 +74,16 @@ def test_an_undefined_metric_is_shown_as_n_a_and_left_out_of_the_plots(tmp_path)
     import pandas as pd
 
     # Constant predictions leave Corr undefined; the sweep's results.csv then has empty Corr cells.
-    rows = [{"rate": rate, "seed": seed, "MAE": 0.5 + rate, "Corr": corr}
-            for rate, seed, corr in ((0.0, 1, 0.8), (0.0, 2, 0.6), (0.5, 1, float("nan")), (0.5, 2, 0.4), (1.0, 1, float("nan")))]
+    rows = [
+        {"rate": rate, "seed": seed, "MAE": 0.5 + rate, "Corr": corr}
+        for rate, seed, corr in (
+            (0.0, 1, 0.8),
+            (0.0, 2, 0.6),
+            (0.5, 1, float("nan")),
+            (0.5, 2, 0.4),
+            (1.0, 1, float("nan")),
+        )
+    ]
     pd.DataFrame(rows).to_csv(tmp_path / "results.csv", index=False)
     results = report.write_report({"demo": tmp_path / "results.csv"}, {"mosi": ["MAE", "Corr"]}, tmp_path / "out")
     summary = (tmp_path / "out" / "summary.md").read_text()

@@ -21,7 +21,17 @@ from robustmm.cli import main
 from robustmm.errors import report_errors
 from robustmm.features.base import EXTRACTORS, Extractor
 from robustmm.settings import (
-    Choice, FieldsOf, ImportAvec2019Settings, MappingOf, Optional, Params, Section, SettingsError, SweepCommandSettings, load_params, _registered,
+    Choice,
+    FieldsOf,
+    ImportAvec2019Settings,
+    MappingOf,
+    Optional,
+    Params,
+    Section,
+    SettingsError,
+    SweepCommandSettings,
+    _registered,
+    load_params,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,47 +60,111 @@ def test_the_repository_params_are_valid():
     assert params.assemble.lengths.audio == 175 and params.report.metrics["avec"] == ["CCC", "RMSE", "MAE"]
 
 
-@pytest.mark.parametrize(("edit", "expected"), [
-    # unknown keys, with the closest known one
-    (lambda p: p["sweep"].update(epoch=3), "params.yaml: sweep.epoch: unknown key (did you mean 'epochs'?)"),
-    (lambda p: p["extract"]["vision"].update(fsp=3),
-     "params.yaml: extract.vision.fsp: unknown key for extractor 'mediapipe' (did you mean 'fps'?)"),
-    # a typo in a datasets entry was ignored and fell back to the preset's encoder
-    (lambda p: p["datasets"]["demo"].update(text_encodr="x"),
-     "params.yaml: datasets.demo.text_encodr: unknown key (did you mean 'text_encoder'?)"),
-    # out of range
-    (lambda p: p["sweep"].update(epochs=-1), "params.yaml: sweep.epochs: -1 is not allowed (an integer >= 1, or null)"),
-    (lambda p: p["sweep"].update(rates=[0.0, 1.5]), "params.yaml: sweep.rates: 1.5 is not allowed (a non-empty list of distinct values, each a number in [0, 1])"),
-    (lambda p: p["sweep"].update(seeds=[-1]), "params.yaml: sweep.seeds: -1 is not allowed"),
-    (lambda p: p["sweep"].update(rates=[0.5, 0.5]), "params.yaml: sweep.rates: 0.5 given more than once"),
-    (lambda p: p["extract"].update(max_failure_share=1.5), "params.yaml: extract.max_failure_share: 1.5 is not allowed (a number in [0, 1])"),
-    (lambda p: p["extract"].update(workers=0), "params.yaml: extract.workers: 0 is not allowed (an integer >= 1, or null)"),
-    (lambda p: p["assemble"]["lengths"].update(vision=0), "params.yaml: assemble.lengths.vision: 0 is not allowed (an integer >= 1)"),
-    (lambda p: p["import_avec2019"].update(window_seconds=0), "params.yaml: import_avec2019.window_seconds: 0 is not allowed (a number > 0)"),
-    (lambda p: p["sweep"].update(label_range=[3, -3]), "params.yaml: sweep.label_range: [3, -3] is not allowed (two numbers [LOW, HIGH] with LOW < HIGH, or null)"),
-    # wrong types
-    (lambda p: p["sweep"].update(epochs="ten"), "params.yaml: sweep.epochs: 'ten' is not allowed (an integer >= 1, or null)"),
-    (lambda p: p["sweep"].update(simam="yes please"), "params.yaml: sweep.simam: 'yes please' is not allowed (true or false)"),
-    (lambda p: p["sweep"].update(checkpointing="sometimes"),
-     "params.yaml: sweep.checkpointing: checkpointing 'sometimes': expected auto, true or false"),
-    (lambda p: p["extract"]["text"].update(max_length="16"), "params.yaml: extract.text.max_length: '16' is not allowed (an integer)"),
-    (lambda p: p["sweep"].update(rates=0.5), "params.yaml: sweep.rates: 0.5 is not allowed (a non-empty list"),
-    (lambda p: p.update(sweep=[1]), "params.yaml: sweep: [1] is not allowed (a mapping with keys"),
-    # unknown names, with the closest known one
-    (lambda p: p["datasets"]["demo"].update(preset="mossi"),
-     "params.yaml: datasets.demo.preset: 'mossi' is not allowed (one of avec2019, custom, mosei, mosi, sims, simsv2; did you mean 'mosi'?)"),
-    (lambda p: p["extract"]["audio"].update(extractor="librossa"),
-     "params.yaml: extract.audio.extractor: 'librossa' is not allowed (a registered audio extractor: librosa, mfcc, opensmile; did you mean 'librosa'?)"),
-    (lambda p: p["extract"]["audio"].update(extractor="mediapipe"), "params.yaml: extract.audio.extractor: 'mediapipe' is not allowed"),
-    (lambda p: p["sweep"].update(text_mode="froze"), "params.yaml: sweep.text_mode: 'froze' is not allowed (one of finetune, frozen; did you mean 'frozen'?)"),
-    (lambda p: p["sweep"].update(device="gpu"), "params.yaml: sweep.device: 'gpu' is not allowed (auto, cpu, cuda or cuda:N)"),
-    (lambda p: p["report"]["metrics"].update(mosi=["MAE", "Cor"]), "params.yaml: report.metrics.mosi: 'Cor' is not allowed"),
-    (lambda p: p["report"]["metrics"].update(sims=["Has0_acc_2"]), "params.yaml: report.metrics.sims: 'Has0_acc_2' is not allowed"),
-    # missing required keys, and settings that only make sense together
-    (lambda p: p["assemble"]["lengths"].pop("audio"), "params.yaml: assemble.lengths.audio: missing; give an integer >= 1"),
-    (lambda p: p["datasets"]["demo"].pop("data"), "params.yaml: datasets.demo.data: missing; give a path"),
-    (lambda p: p["sweep"].update(text_target="file", text_mode="finetune"), "params.yaml: sweep.text_target: 'file' needs text_mode 'frozen'"),
-])
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        # unknown keys, with the closest known one
+        (lambda p: p["sweep"].update(epoch=3), "params.yaml: sweep.epoch: unknown key (did you mean 'epochs'?)"),
+        (
+            lambda p: p["extract"]["vision"].update(fsp=3),
+            "params.yaml: extract.vision.fsp: unknown key for extractor 'mediapipe' (did you mean 'fps'?)",
+        ),
+        # a typo in a datasets entry was ignored and fell back to the preset's encoder
+        (
+            lambda p: p["datasets"]["demo"].update(text_encodr="x"),
+            "params.yaml: datasets.demo.text_encodr: unknown key (did you mean 'text_encoder'?)",
+        ),
+        # out of range
+        (
+            lambda p: p["sweep"].update(epochs=-1),
+            "params.yaml: sweep.epochs: -1 is not allowed (an integer >= 1, or null)",
+        ),
+        (
+            lambda p: p["sweep"].update(rates=[0.0, 1.5]),
+            "params.yaml: sweep.rates: 1.5 is not allowed (a non-empty list of distinct values, each a number in [0, 1])",
+        ),
+        (lambda p: p["sweep"].update(seeds=[-1]), "params.yaml: sweep.seeds: -1 is not allowed"),
+        (lambda p: p["sweep"].update(rates=[0.5, 0.5]), "params.yaml: sweep.rates: 0.5 given more than once"),
+        (
+            lambda p: p["extract"].update(max_failure_share=1.5),
+            "params.yaml: extract.max_failure_share: 1.5 is not allowed (a number in [0, 1])",
+        ),
+        (
+            lambda p: p["extract"].update(workers=0),
+            "params.yaml: extract.workers: 0 is not allowed (an integer >= 1, or null)",
+        ),
+        (
+            lambda p: p["assemble"]["lengths"].update(vision=0),
+            "params.yaml: assemble.lengths.vision: 0 is not allowed (an integer >= 1)",
+        ),
+        (
+            lambda p: p["import_avec2019"].update(window_seconds=0),
+            "params.yaml: import_avec2019.window_seconds: 0 is not allowed (a number > 0)",
+        ),
+        (
+            lambda p: p["sweep"].update(label_range=[3, -3]),
+            "params.yaml: sweep.label_range: [3, -3] is not allowed (two numbers [LOW, HIGH] with LOW < HIGH, or null)",
+        ),
+        # wrong types
+        (
+            lambda p: p["sweep"].update(epochs="ten"),
+            "params.yaml: sweep.epochs: 'ten' is not allowed (an integer >= 1, or null)",
+        ),
+        (
+            lambda p: p["sweep"].update(simam="yes please"),
+            "params.yaml: sweep.simam: 'yes please' is not allowed (true or false)",
+        ),
+        (
+            lambda p: p["sweep"].update(checkpointing="sometimes"),
+            "params.yaml: sweep.checkpointing: checkpointing 'sometimes': expected auto, true or false",
+        ),
+        (
+            lambda p: p["extract"]["text"].update(max_length="16"),
+            "params.yaml: extract.text.max_length: '16' is not allowed (an integer)",
+        ),
+        (lambda p: p["sweep"].update(rates=0.5), "params.yaml: sweep.rates: 0.5 is not allowed (a non-empty list"),
+        (lambda p: p.update(sweep=[1]), "params.yaml: sweep: [1] is not allowed (a mapping with keys"),
+        # unknown names, with the closest known one
+        (
+            lambda p: p["datasets"]["demo"].update(preset="mossi"),
+            "params.yaml: datasets.demo.preset: 'mossi' is not allowed (one of avec2019, custom, mosei, mosi, sims, simsv2; did you mean 'mosi'?)",
+        ),
+        (
+            lambda p: p["extract"]["audio"].update(extractor="librossa"),
+            "params.yaml: extract.audio.extractor: 'librossa' is not allowed (a registered audio extractor: librosa, mfcc, opensmile; did you mean 'librosa'?)",
+        ),
+        (
+            lambda p: p["extract"]["audio"].update(extractor="mediapipe"),
+            "params.yaml: extract.audio.extractor: 'mediapipe' is not allowed",
+        ),
+        (
+            lambda p: p["sweep"].update(text_mode="froze"),
+            "params.yaml: sweep.text_mode: 'froze' is not allowed (one of finetune, frozen; did you mean 'frozen'?)",
+        ),
+        (
+            lambda p: p["sweep"].update(device="gpu"),
+            "params.yaml: sweep.device: 'gpu' is not allowed (auto, cpu, cuda or cuda:N)",
+        ),
+        (
+            lambda p: p["report"]["metrics"].update(mosi=["MAE", "Cor"]),
+            "params.yaml: report.metrics.mosi: 'Cor' is not allowed",
+        ),
+        (
+            lambda p: p["report"]["metrics"].update(sims=["Has0_acc_2"]),
+            "params.yaml: report.metrics.sims: 'Has0_acc_2' is not allowed",
+        ),
+        # missing required keys, and settings that only make sense together
+        (
+            lambda p: p["assemble"]["lengths"].pop("audio"),
+            "params.yaml: assemble.lengths.audio: missing; give an integer >= 1",
+        ),
+        (lambda p: p["datasets"]["demo"].pop("data"), "params.yaml: datasets.demo.data: missing; give a path"),
+        (
+            lambda p: p["sweep"].update(text_target="file", text_mode="finetune"),
+            "params.yaml: sweep.text_target: 'file' needs text_mode 'frozen'",
+        ),
+    ],
+)
 def test_each_problem_names_the_key_the_value_and_what_is_allowed(tmp_path, edit, expected):
     problems = problems_of(write_params(tmp_path, edit))
     assert len(problems) == 1 and problems[0].startswith(expected), problems
@@ -133,7 +207,9 @@ def test_an_extractors_own_config_checks_are_reported_at_its_key(tmp_path, monke
 
     _registered()
     monkeypatch.setitem(EXTRACTORS, "strict", Strict)
-    problems = problems_of(write_params(tmp_path, lambda p: p["extract"].update(vision={"extractor": "strict", "fps": 0})))
+    problems = problems_of(
+        write_params(tmp_path, lambda p: p["extract"].update(vision={"extractor": "strict", "fps": 0}))
+    )
     assert problems == ["params.yaml: extract.vision: fps must be > 0, got 0 (extractor 'strict')"]
 
 
@@ -145,8 +221,12 @@ def schema_keys(schema: type, prefix: str = ""):
             yield from schema_keys(kind.schema, f"{path}.")
         elif isinstance(kind, MappingOf) and isinstance(kind.value, Section):
             yield from schema_keys(kind.value.schema, f"{path}.{kind.placeholder}.")
-        elif (isinstance(kind, MappingOf) and isinstance(kind.key, Choice) and callable(kind.value)
-              and all(isinstance(kind.value(name), FieldsOf) for name in kind.key.options)):
+        elif (
+            isinstance(kind, MappingOf)
+            and isinstance(kind.key, Choice)
+            and callable(kind.value)
+            and all(isinstance(kind.value(name), FieldsOf) for name in kind.key.options)
+        ):
             # Fixed names, each with its own settings (the missing patterns'): every setting of every name.
             for name in kind.key.options:
                 yield from (f"{path}.{name}.{field.name}" for field in dataclasses.fields(kind.value(name).schema))
@@ -160,14 +240,27 @@ def schema_keys(schema: type, prefix: str = ""):
 
 def test_every_params_key_is_in_the_readme_table():
     readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("### `params.yaml`, key by key"):]
-    section = section[:section.index("\n### ", 1)]
-    documented = {key for line in section.splitlines() if line.startswith("| `")
-                  for key in re.findall(r"`([^`]+)`", line.split("|")[1])}
+    section = readme[readme.index("### `params.yaml`, key by key") :]
+    section = section[: section.index("\n### ", 1)]
+    documented = {
+        key
+        for line in section.splitlines()
+        if line.startswith("| `")
+        for key in re.findall(r"`([^`]+)`", line.split("|")[1])
+    }
     keys = set(schema_keys(Params))
-    assert {"sweep.epochs", "datasets.<name>.text_encoder", "report.metrics.<family>", "extract.vision",
-            "sweep.missing", "sweep.patterns.block.min_span", "sweep.patterns.per_modality.swept",
-            "sweep.patterns.modality.modalities", "sweep.protocol", "sweep.train_once.valid_rate"} <= keys
+    assert {
+        "sweep.epochs",
+        "datasets.<name>.text_encoder",
+        "report.metrics.<family>",
+        "extract.vision",
+        "sweep.missing",
+        "sweep.patterns.block.min_span",
+        "sweep.patterns.per_modality.swept",
+        "sweep.patterns.modality.modalities",
+        "sweep.protocol",
+        "sweep.train_once.valid_rate",
+    } <= keys
     assert keys - documented == set()
 
 
@@ -181,11 +274,18 @@ def test_every_extractor_setting_is_in_the_extraction_docs():
 
 def test_the_sweep_and_import_schemas_are_the_functions_keywords_with_their_defaults():
     def keywords(function, skip):
-        return {name: parameter.default for name, parameter in inspect.signature(function).parameters.items() if name not in skip}
+        return {
+            name: parameter.default
+            for name, parameter in inspect.signature(function).parameters.items()
+            if name not in skip
+        }
 
     def defaults(schema, skip=()):
-        return {spec.name: spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
-                for spec in dataclasses.fields(schema) if spec.name not in skip}
+        return {
+            spec.name: spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
+            for spec in dataclasses.fields(schema)
+            if spec.name not in skip
+        }
 
     assert defaults(SweepCommandSettings) == keywords(experiments.sweep, {"data", "dataset"})
     imported = defaults(ImportAvec2019Settings, {"datasets"})
@@ -226,10 +326,18 @@ def test_cli_extract_and_assemble_settings(tmp_path, capsys):
     dataset = ["--dataset", str(tmp_path / "raw")]
     assert main(["extract", *dataset, "--audio", "librossa", "--workers", "0", "--max-failure-share", "1.5"]) == 2
     err = capsys.readouterr().err
-    assert "--audio: 'librossa' is not allowed (a registered audio extractor: librosa, mfcc, opensmile; did you mean 'librosa'?)" in err
+    assert (
+        "--audio: 'librossa' is not allowed (a registered audio extractor: librosa, mfcc, opensmile; did you mean 'librosa'?)"
+        in err
+    )
     assert "--workers: 0 is not allowed (an integer >= 1, or null)" in err
     assert "--max-failure-share: 1.5 is not allowed (a number in [0, 1])" in err
-    assert main(["extract", *dataset, "--audio", "mfcc", "--option", "audio.n_mfc=3", "--option", "audio.sample_rate=fast"]) == 2
+    assert (
+        main(
+            ["extract", *dataset, "--audio", "mfcc", "--option", "audio.n_mfc=3", "--option", "audio.sample_rate=fast"]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "--option audio.n_mfc=3: unknown key for extractor 'mfcc' (did you mean 'n_mfcc'?)" in err
     assert "--option audio.sample_rate=fast: 'fast' is not allowed (an integer)" in err
@@ -244,7 +352,10 @@ def test_cli_extract_and_assemble_settings(tmp_path, capsys):
     assert "params.yaml: extract.datasets: unknown key (did you mean 'dataset'?)" in err
     assert "params.yaml: extract.dataset: missing; give a path" in err
     assert main(["assemble", "--config", str(REPO / "params.yaml"), *dataset, "--output", str(tmp_path / "x.pkl")]) == 2
-    assert "params.yaml: assemble.lengths: {'audio': 175, 'vision': 40} is not allowed (three integers >= 1" in capsys.readouterr().err
+    assert (
+        "params.yaml: assemble.lengths: {'audio': 175, 'vision': 40} is not allowed (three integers >= 1"
+        in capsys.readouterr().err
+    )
     assert main(["assemble", *dataset, "--output", str(tmp_path / "x.pkl")]) == 2
     assert "--lengths: missing; give three integers >= 1" in capsys.readouterr().err
 
@@ -280,12 +391,20 @@ def run_script(folder: Path, *arguments: str, debug: bool = False) -> subprocess
     env.pop("ROBUSTMM_DEBUG", None)
     if debug:
         env["ROBUSTMM_DEBUG"] = "1"
-    return subprocess.run([sys.executable, str(REPO / "pipeline" / arguments[0]), *arguments[1:]], cwd=folder, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(REPO / "pipeline" / arguments[0]), *arguments[1:]],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_a_stage_with_bad_params_stops_before_any_work_with_one_message(tmp_path):
-    write_params(tmp_path, lambda p: (p["sweep"].update(epochs=-1, epoch=3), p["datasets"]["demo"].update(text_encodr="x")))
+    write_params(
+        tmp_path, lambda p: (p["sweep"].update(epochs=-1, epoch=3), p["datasets"]["demo"].update(text_encodr="x"))
+    )
     result = run_script(tmp_path, "sweep.py", "demo")
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
@@ -300,15 +419,18 @@ def test_a_stage_with_bad_params_stops_before_any_work_with_one_message(tmp_path
     assert debugged.returncode == 1 and "Traceback" in debugged.stderr and "SettingsError" in debugged.stderr
 
 
-@pytest.mark.parametrize("arguments", [("extract.py", "demo"), ("assemble.py", "demo"),
-                                       ("import_avec2019.py", "avec"), ("report.py",)])
+@pytest.mark.parametrize(
+    "arguments", [("extract.py", "demo"), ("assemble.py", "demo"), ("import_avec2019.py", "avec"), ("report.py",)]
+)
 def test_every_stage_checks_the_whole_params_file(tmp_path, arguments):
     write_params(tmp_path, lambda p: p["report"]["metrics"].update(mosi=["Has0_acc2"]))
     result = run_script(tmp_path, *arguments)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr == (f"pipeline/{arguments[0]}: error: params.yaml: report.metrics.mosi: 'Has0_acc2' is not allowed "
-                             "(a non-empty list of distinct values, each a mosi metric: MAE, Corr, Has0_acc_2, Has0_F1_score, "
-                             "Non0_acc_2, Non0_F1_score, Mult_acc_5, Mult_acc_7; did you mean 'Has0_acc_2'?)\n")
+    assert result.stderr == (
+        f"pipeline/{arguments[0]}: error: params.yaml: report.metrics.mosi: 'Has0_acc2' is not allowed "
+        "(a non-empty list of distinct values, each a mosi metric: MAE, Corr, Has0_acc_2, Has0_F1_score, "
+        "Non0_acc_2, Non0_F1_score, Mult_acc_5, Mult_acc_7; did you mean 'Has0_acc_2'?)\n"
+    )
 
 
 def test_a_stage_reports_bad_inputs_and_arguments_without_a_traceback(tmp_path):
@@ -317,6 +439,9 @@ def test_a_stage_reports_bad_inputs_and_arguments_without_a_traceback(tmp_path):
     assert missing_data.returncode == 2 and "Traceback" not in missing_data.stderr
     assert missing_data.stderr.strip() == "pipeline/sweep.py: error: data/demo.pkl: file not found"
     unknown = run_script(tmp_path, "sweep.py", "dmeo")
-    assert unknown.stderr.strip() == "pipeline/sweep.py: error: params.yaml: datasets: no entry 'dmeo' (entries: demo); did you mean 'demo'?"
+    assert (
+        unknown.stderr.strip()
+        == "pipeline/sweep.py: error: params.yaml: datasets: no entry 'dmeo' (entries: demo); did you mean 'demo'?"
+    )
     usage = run_script(tmp_path, "extract.py", "demo", "audio")
     assert usage.returncode == 2 and usage.stderr.strip() == "usage: python pipeline/extract.py DATASET"

@@ -38,8 +38,16 @@ def feature_file(tmp_path_factory):
 
 
 def frozen_config(**changes):
-    settings = dict(dataset="mosi", rate=0.3, seed=111, text_mode="frozen", text_encoder=OFFLINE_ENCODER,
-                    device="cpu", max_epochs=6, progress=False)
+    settings = dict(
+        dataset="mosi",
+        rate=0.3,
+        seed=111,
+        text_mode="frozen",
+        text_encoder=OFFLINE_ENCODER,
+        device="cpu",
+        max_epochs=6,
+        progress=False,
+    )
     return RunConfig(**{**settings, **changes})
 
 
@@ -86,15 +94,19 @@ def test_interrupted_run_resumes_to_the_same_result(feature_file, encoder, tmp_p
     # The DVCLive curves of the resumed run hold every epoch once, as the straight run's.
     for curve in ("train/loss.tsv", "valid/loss.tsv", "learning_rate.tsv"):
         resumed_curve = tmp_path / "resumed" / "dvclive" / "plots" / "metrics" / curve
-        assert resumed_curve.read_text() == (tmp_path / "straight" / "dvclive" / "plots" / "metrics" / curve).read_text()
+        assert (
+            resumed_curve.read_text() == (tmp_path / "straight" / "dvclive" / "plots" / "metrics" / curve).read_text()
+        )
 
 
 def test_dvclive_logs_each_epochs_losses_and_learning_rate_and_the_final_metrics(feature_file, encoder, tmp_path):
     loaded, preset = load_features(feature_file, "mosi")
     result = train(loaded, preset, frozen_config(max_epochs=3), tmp_path / "run", encoder)
     log = tmp_path / "run" / "dvclive"
-    curves = {name: (log / "plots" / "metrics" / f"{name}.tsv").read_text().splitlines()
-              for name in ("train/loss", "valid/loss", "learning_rate")}
+    curves = {
+        name: (log / "plots" / "metrics" / f"{name}.tsv").read_text().splitlines()
+        for name in ("train/loss", "valid/loss", "learning_rate")
+    }
     assert curves["train/loss"][0] == "step\tloss" and curves["learning_rate"][0] == "step\tlearning_rate"
     for name, key in (("train/loss", "train_loss"), ("valid/loss", "valid_loss"), ("learning_rate", "learning_rate")):
         rows = [line.split("\t") for line in curves[name][1:]]
@@ -121,7 +133,9 @@ def test_finetune_mode_trains_the_encoder_with_its_own_learning_rate(feature_fil
     assert np.isfinite(result["test"]["MAE"])
     assert result["history"][0]["learning_rate_bert"] == 1e-5 and result["history"][0]["learning_rate"] == 2e-3
     before = encoder.model.embeddings.word_embeddings.weight
-    after = torch.load(tmp_path / "run" / "best.pt", weights_only=True)["model"]["text_encoder.embeddings.word_embeddings.weight"]
+    after = torch.load(tmp_path / "run" / "best.pt", weights_only=True)["model"][
+        "text_encoder.embeddings.word_embeddings.weight"
+    ]
     assert not torch.equal(before, after)
 
 
@@ -145,8 +159,12 @@ def test_file_text_with_other_dims_is_refused(tmp_path, encoder):
 
 def test_dims_that_do_not_match_the_preset_are_refused(tmp_path):
     path = tmp_path / "wrong.pkl"
-    feature_data.write(make_dataset(get_preset("mosi"), sizes=(4, 4, 4), seq_lens=SEQ_LENS, feature_dims=(8, 6, 20)), path)
-    with pytest.raises(feature_data.FormatError, match="audio features have 6 dims, the mosi preset expects 5") as error:
+    feature_data.write(
+        make_dataset(get_preset("mosi"), sizes=(4, 4, 4), seq_lens=SEQ_LENS, feature_dims=(8, 6, 20)), path
+    )
+    with pytest.raises(
+        feature_data.FormatError, match="audio features have 6 dims, the mosi preset expects 5"
+    ) as error:
         load_features(path, "mosi")
     assert str(path) in str(error.value)
     _, preset = load_features(path, "custom")
@@ -178,12 +196,16 @@ def test_a_lone_last_training_sample_joins_the_batch_before():
     shuffled = [len(batch["labels"]) for batch in training.batches(tensors, 3, torch.device("cpu"), torch.randperm(7))]
     assert shuffled == [3, 4]  # BatchNorm in training cannot take a batch of one
     assert [len(batch["labels"]) for batch in training.batches(tensors, 3, torch.device("cpu"))] == [3, 3, 1]
-    assert [len(batch["labels"]) for batch in training.batches(tensors, 7, torch.device("cpu"), torch.randperm(7))] == [7]
+    assert [len(batch["labels"]) for batch in training.batches(tensors, 7, torch.device("cpu"), torch.randperm(7))] == [
+        7
+    ]
 
 
 def test_training_split_of_batch_size_plus_one(tmp_path, encoder):
     path = tmp_path / "odd.pkl"
-    feature_data.write(make_dataset(get_preset("mosi"), sizes=(9, 4, 4), seq_lens=SEQ_LENS, feature_dims=(384, 5, 20)), path)
+    feature_data.write(
+        make_dataset(get_preset("mosi"), sizes=(9, 4, 4), seq_lens=SEQ_LENS, feature_dims=(384, 5, 20)), path
+    )
     loaded, preset = load_features(path, "mosi")
     result = train(loaded, preset, frozen_config(max_epochs=1, batch_size=4), tmp_path / "run", encoder)
     assert np.isfinite(result["test"]["MAE"])
@@ -203,8 +225,11 @@ def test_a_run_folder_is_reused_only_by_the_run_that_made_it(feature_file, encod
     changed_labels["test"]["regression_labels"] = loaded["test"]["regression_labels"] * 0.5
     attempts = {
         "setting max_epochs: 1 recorded, 2 now": (loaded, preset, dataclasses.replace(config, max_epochs=2)),
-        "preset tfr_net.learning_rate_other: 0.002 recorded, 0.001 now":
-            (loaded, preset.with_tfr_net(learning_rate_other=1e-3), config),
+        "preset tfr_net.learning_rate_other: 0.002 recorded, 0.001 now": (
+            loaded,
+            preset.with_tfr_net(learning_rate_other=1e-3),
+            config,
+        ),
         "the data changed": (changed_labels, preset, config),
     }
     for difference, (data, run_preset, run_config) in attempts.items():
@@ -232,12 +257,22 @@ def test_the_fingerprint_covers_every_setting_and_the_preset():
     # Settings added later are left out at the value earlier runs were made with, so those runs stay valid...
     assert set(fingerprint["settings"]) == run_fields - set(training.DISPLAY_ONLY) - set(training.ADDED_LATER)
     # ... and recorded at any other value, so that a changed pattern or protocol retrains.
-    changed = dataclasses.replace(frozen_config(), missing={"pattern": "block", "min_span": 2}, test_rates=(0.0, 0.5),
-                                  train_once=TrainOnce(complete_share=0.2))
+    changed = dataclasses.replace(
+        frozen_config(),
+        missing={"pattern": "block", "min_span": 2},
+        test_rates=(0.0, 0.5),
+        train_once=TrainOnce(complete_share=0.2),
+    )
     recorded = training.run_fingerprint(preset, changed, "0" * 64)["settings"]
     assert set(recorded) == run_fields - set(training.DISPLAY_ONLY)
-    assert recorded["missing"] == {"pattern": "block", "modalities": ["text", "audio", "vision"], "distribution": "uniform",
-                                   "min_span": 2, "max_span": 10, "mean_span": None}
+    assert recorded["missing"] == {
+        "pattern": "block",
+        "modalities": ["text", "audio", "vision"],
+        "distribution": "uniform",
+        "min_span": 2,
+        "max_span": 10,
+        "mean_span": None,
+    }
     assert recorded["train_once"] == {"train_rates": [0.0, 1.0], "complete_share": 0.2, "valid_rate": 0.5}
     assert set(fingerprint["preset"]["tfr_net"]) == {field.name for field in dataclasses.fields(preset.tfr_net)}
     assert fingerprint["robustmm"] == training.__version__ and fingerprint["data_sha256"] == "0" * 64
@@ -283,7 +318,9 @@ def test_crafted_checkpoints_are_refused_and_run_nothing(feature_file, encoder, 
 def test_labels_outside_a_named_presets_range_are_refused(tmp_path):
     path = tmp_path / "phq_as_mosi.pkl"
     # PHQ-like labels on 0..24 with MOSI's dims: trained as mosi, Acc-2 would read every label as positive.
-    dataset = make_dataset(get_preset("avec2019"), sizes=(8, 4, 4), seq_lens=SEQ_LENS, feature_dims=(384, 5, 20), seed=4)
+    dataset = make_dataset(
+        get_preset("avec2019"), sizes=(8, 4, 4), seq_lens=SEQ_LENS, feature_dims=(384, 5, 20), seed=4
+    )
     feature_data.write(dataset, path)
     with pytest.raises(feature_data.FormatError) as error:
         load_features(path, "mosi")
@@ -293,14 +330,19 @@ def test_labels_outside_a_named_presets_range_are_refused(tmp_path):
     assert "outside the mosi preset's label range -3,3" in message and "--dataset custom" in message
 
 
-@pytest.mark.parametrize("sizes, problem", [
-    ((8, 0, 4), "the valid split has 0 rows; early stopping needs at least 1"),
-    ((1, 4, 4), "the train split has 1 rows; training needs at least 2"),
-    ((8, 4, 0), "the test split has 0 rows; testing needs at least 1"),
-])
+@pytest.mark.parametrize(
+    "sizes, problem",
+    [
+        ((8, 0, 4), "the valid split has 0 rows; early stopping needs at least 1"),
+        ((1, 4, 4), "the train split has 1 rows; training needs at least 2"),
+        ((8, 4, 0), "the test split has 0 rows; testing needs at least 1"),
+    ],
+)
 def test_splits_too_small_to_train_on_are_refused_before_training(tmp_path, sizes, problem):
     path = tmp_path / "small.pkl"
-    feature_data.write(make_dataset(get_preset("mosi"), sizes=sizes, seq_lens=SEQ_LENS, feature_dims=(384, 5, 20)), path)
+    feature_data.write(
+        make_dataset(get_preset("mosi"), sizes=sizes, seq_lens=SEQ_LENS, feature_dims=(384, 5, 20)), path
+    )
     with pytest.raises(feature_data.FormatError, match=problem) as error:
         load_features(path, "mosi")
     assert str(path) in str(error.value)
@@ -312,11 +354,39 @@ def test_zero_epochs_or_batch_size_are_refused(feature_file, tmp_path, capsys):
         with pytest.raises(ValueError, match=f"{name} 0: expected a whole number of at least 1"):
             RunConfig(dataset="mosi", **{name: 0})
     with pytest.raises(ValueError, match="max_epochs 0"):
-        robustmm.sweep(feature_file, "mosi", rates=[0.0], seeds=[1], epochs=0, out=tmp_path / "run",
-                       text_mode="frozen", text_encoder=OFFLINE_ENCODER, device="cpu", progress=False)
+        robustmm.sweep(
+            feature_file,
+            "mosi",
+            rates=[0.0],
+            seeds=[1],
+            epochs=0,
+            out=tmp_path / "run",
+            text_mode="frozen",
+            text_encoder=OFFLINE_ENCODER,
+            device="cpu",
+            progress=False,
+        )
     for flag in ("--epochs", "--batch-size"):
-        code = main(["train", "--data", str(feature_file), "--dataset", "mosi", "--out", str(tmp_path / "run"), flag, "0",
-                     "--text-mode", "frozen", "--text-encoder", OFFLINE_ENCODER, "--device", "cpu", "--no-progress"])
+        code = main(
+            [
+                "train",
+                "--data",
+                str(feature_file),
+                "--dataset",
+                "mosi",
+                "--out",
+                str(tmp_path / "run"),
+                flag,
+                "0",
+                "--text-mode",
+                "frozen",
+                "--text-encoder",
+                OFFLINE_ENCODER,
+                "--device",
+                "cpu",
+                "--no-progress",
+            ]
+        )
         assert code == 2 and f"{flag}: 0 is not allowed" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
@@ -338,7 +408,8 @@ def test_checkpointing_setting_is_checked_and_leaves_the_fingerprint_alone():
     with pytest.raises(ValueError, match="checkpointing 'sometimes': expected auto, true or false"):
         RunConfig(dataset="mosi", checkpointing="sometimes")
     preset = get_preset("mosi")
-    fingerprints = [training.run_fingerprint(preset, RunConfig(dataset="mosi", checkpointing=value), "0")
-                    for value in training.CHECKPOINTING]
+    fingerprints = [
+        training.run_fingerprint(preset, RunConfig(dataset="mosi", checkpointing=value), "0")
+        for value in training.CHECKPOINTING
+    ]
     assert fingerprints[0] == fingerprints[1] == fingerprints[2]
-

@@ -25,10 +25,10 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from robustmm import __version__
+from robustmm.corruption.noises import Noise
 from robustmm.errors import UserError
 from robustmm.features.dataset import read_dataset
 from robustmm.features.decode import _upright
-from robustmm.corruption.noises import Noise
 
 VIDEO_CRF = "16"  # x264 quality of a re-encoded video: near transparent, so the noise is what changes
 AUDIO_BIT_RATE_PER_CHANNEL = 96000  # AAC bit rate of a re-encoded track, high so that coding noise stays small
@@ -65,7 +65,9 @@ def _decoded_audio(source: Path) -> tuple[np.ndarray, int]:
 def _encode_audio(output, stream, samples: np.ndarray, first: int) -> None:
     rate, layout = stream.sample_rate, stream.layout.name
     for start in range(0, samples.shape[1], AUDIO_FRAME):
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, start : start + AUDIO_FRAME]), format="fltp", layout=layout)
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(samples[:, start : start + AUDIO_FRAME]), format="fltp", layout=layout
+        )
         frame.sample_rate, frame.pts, frame.time_base = rate, first + start, Fraction(1, rate)
         output.mux(stream.encode(frame))
     output.mux(stream.encode(None))
@@ -112,8 +114,13 @@ def _add_video_encoder(output, shape: _VideoShape):
     return encoded
 
 
-def _encode_video(source: Path, shape: _VideoShape, output, encoded,
-                  transform: Callable[[Iterator[np.ndarray], int], Iterator[np.ndarray]]) -> None:
+def _encode_video(
+    source: Path,
+    shape: _VideoShape,
+    output,
+    encoded,
+    transform: Callable[[Iterator[np.ndarray], int], Iterator[np.ndarray]],
+) -> None:
     """Every frame of `source`'s video upright, through `transform`, encoded with the source's timestamps."""
     with av.open(str(source)) as container:
         timestamps: list[int] = []
@@ -140,14 +147,16 @@ def corrupt_clip(source: str | Path, destination: str | Path, noise: Noise, rng:
     try:
         with av.open(str(source)) as probe:
             # In the source's stream order, so that the copy lists its streams as the clip does.
-            firsts = sorted((streams[0] for streams in (probe.streams.audio, probe.streams.video) if streams),
-                            key=lambda stream: stream.index)
+            firsts = sorted(
+                (streams[0] for streams in (probe.streams.audio, probe.streams.video) if streams),
+                key=lambda stream: stream.index,
+            )
             codecs = {("audio" if stream.type == "audio" else "video"): stream.codec_context.name for stream in firsts}
         shape = _video_shape(source) if "video" in codecs else None
         encode = {
             "audio": "audio" in codecs and (noisy == "audio" or codecs["audio"] not in MP4_COPYABLE["audio"]),
-            "video": "video" in codecs and (noisy == "video" or shape.rotation % 360 != 0
-                                            or codecs["video"] not in MP4_COPYABLE["video"]),
+            "video": "video" in codecs
+            and (noisy == "video" or shape.rotation % 360 != 0 or codecs["video"] not in MP4_COPYABLE["video"]),
         }
         destination.parent.mkdir(parents=True, exist_ok=True)
         # Every output stream exists before the first packet is written (the mp4 header lists them).
@@ -172,14 +181,20 @@ def corrupt_clip(source: str | Path, destination: str | Path, noise: Noise, rng:
                     _copy_packets(copying, copying.streams.audio[0], streams["audio"], output)
             if "video" in codecs:
                 if encode["video"]:
-                    transform = (lambda frames, count: noise.apply(frames, count, rng)) if noisy == "video" else (lambda frames, count: frames)
+                    transform = (
+                        (lambda frames, count: noise.apply(frames, count, rng))
+                        if noisy == "video"
+                        else (lambda frames, count: frames)
+                    )
                     _encode_video(source, shape, output, streams["video"], transform)
                 else:
                     _copy_packets(copying, copying.streams.video[0], streams["video"], output)
     except (av.FFmpegError, OSError, ValueError) as error:
         partial.unlink(missing_ok=True)
         reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
-        raise CorruptionError(f"{source}: cannot corrupt with {noise.name} at level {noise.level:g}: {reason}") from None
+        raise CorruptionError(
+            f"{source}: cannot corrupt with {noise.name} at level {noise.level:g}: {reason}"
+        ) from None
     partial.replace(destination)
     return noisy in codecs
 

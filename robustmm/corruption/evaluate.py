@@ -43,14 +43,23 @@ def check_comparable(clean: dict, clean_path: str | Path, corrupted: dict, corru
         problems.append(f"its test clips differ from those of {clean_path} (a corrupted copy holds the same clips)")
     for key in COMPARED_KEYS:
         if np.shape(test[key])[1:] != np.shape(clean_test[key])[1:]:
-            problems.append(f"test/{key} has shape (N, {', '.join(map(str, np.shape(test[key])[1:]))}), {clean_path} "
-                            f"(N, {', '.join(map(str, np.shape(clean_test[key])[1:]))}): assemble both with the same lengths and extractors")
+            problems.append(
+                f"test/{key} has shape (N, {', '.join(map(str, np.shape(test[key])[1:]))}), {clean_path} "
+                f"(N, {', '.join(map(str, np.shape(clean_test[key])[1:]))}): assemble both with the same lengths and extractors"
+            )
     if problems:
         raise feature_data.FormatError(corrupted_path, problems)
 
 
-def evaluate_corruptions(data: str | Path, dataset: str, corrupted: list[CorruptedSet], out: str | Path,
-                         model_dir: str | Path, key_metrics: tuple[str, ...] | None = None, **sweep_arguments) -> list[dict]:
+def evaluate_corruptions(
+    data: str | Path,
+    dataset: str,
+    corrupted: list[CorruptedSet],
+    out: str | Path,
+    model_dir: str | Path,
+    key_metrics: tuple[str, ...] | None = None,
+    **sweep_arguments,
+) -> list[dict]:
     """Train (or reuse) the rate-0 models on `data` with `sweep_arguments` (robustmm.experiments.sweep's), test
     them on the clean and every corrupted test split; write the outputs to `out` and return the table's rows."""
     from robustmm.experiments import run_dir_name, sweep
@@ -69,14 +78,29 @@ def evaluate_corruptions(data: str | Path, dataset: str, corrupted: list[Corrupt
         device = sweep_arguments.get("device", "auto")
         for entry in [CorruptedSet(CLEAN, "none", math.nan, str(data)), *corrupted]:
             runs = [
-                {name: value for name, value in evaluate_checkpoint(
-                    model_dir / "runs" / run_dir_name(0.0, seed) / "best.pt", entry.data, rate=0.0, device=device).items()
-                 if name not in ("split", "rate", "missing_seeds")}
+                {
+                    name: value
+                    for name, value in evaluate_checkpoint(
+                        model_dir / "runs" / run_dir_name(0.0, seed) / "best.pt", entry.data, rate=0.0, device=device
+                    ).items()
+                    if name not in ("split", "rate", "missing_seeds")
+                }
                 for seed in seeds
             ]
             summary = metrics.aggregate(runs)
-            rows.append({"corruption": entry.name, "noise": entry.noise, "level": entry.level, "seeds": len(seeds),
-                         **{f"{name}_{statistic}": stats[statistic] for name, stats in summary.items() for statistic in ("mean", "std")}})
+            rows.append(
+                {
+                    "corruption": entry.name,
+                    "noise": entry.noise,
+                    "level": entry.level,
+                    "seeds": len(seeds),
+                    **{
+                        f"{name}_{statistic}": stats[statistic]
+                        for name, stats in summary.items()
+                        for statistic in ("mean", "std")
+                    },
+                }
+            )
     write_outputs(rows, out, key_metrics or ())
     return rows
 
@@ -93,8 +117,12 @@ def write_outputs(rows: list[dict], out: Path, key_metrics: tuple[str, ...]) -> 
     out.mkdir(parents=True, exist_ok=True)
     columns = list(rows[0]) if rows else ["corruption", "noise", "level", "seeds"]
     pd.DataFrame(rows, columns=columns).to_csv(out / "corruptions.csv", index=False)
-    flat = {f"{row['corruption']}/{name}": None if math.isnan(value) else value
-            for row in rows for name, value in row.items() if name.endswith(("_mean", "_std"))}
+    flat = {
+        f"{row['corruption']}/{name}": None if math.isnan(value) else value
+        for row in rows
+        for name, value in row.items()
+        if name.endswith(("_mean", "_std"))
+    }
     (out / "corruptions.json").write_text(json.dumps(flat, indent=2, sort_keys=True, allow_nan=False))
     plot(rows, key_metrics, out / "corruptions.png")
 
@@ -115,8 +143,11 @@ def plot(rows: list[dict], key_metrics: tuple[str, ...], path: Path) -> None:
         axis.text(0.5, 0.5, "no corruptions configured", ha="center", va="center")
     else:
         names = [name for name in key_metrics if f"{name}_mean" in clean] or [
-            column[: -len("_mean")] for column in clean if column.endswith("_mean")]
-        figure, axes = plt.subplots(len(names), len(noises), figsize=(3.2 * len(noises), 2.4 * len(names)), squeeze=False)
+            column[: -len("_mean")] for column in clean if column.endswith("_mean")
+        ]
+        figure, axes = plt.subplots(
+            len(names), len(noises), figsize=(3.2 * len(noises), 2.4 * len(names)), squeeze=False
+        )
         for column, noise in enumerate(noises):
             points = sorted((row for row in rows if row["noise"] == noise), key=lambda row: row["level"])
             levels = np.array([row["level"] for row in points])

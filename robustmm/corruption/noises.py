@@ -49,8 +49,13 @@ class Noise:
 
     def __init__(self, level: float, config=None):
         low, high = self.level_range
-        if (isinstance(level, bool) or not isinstance(level, (int, float)) or not math.isfinite(level)
-                or (low is not None and level < low) or (high is not None and level > high)):
+        if (
+            isinstance(level, bool)
+            or not isinstance(level, (int, float))
+            or not math.isfinite(level)
+            or (low is not None and level < low)
+            or (high is not None and level > high)
+        ):
             raise ValueError(f"level {level!r} is not allowed for {self.name} (the level is {self.allowed_levels()})")
         self.level = float(level)
         self.config = config if config is not None else self.config_class()
@@ -58,8 +63,15 @@ class Noise:
     @classmethod
     def allowed_levels(cls) -> str:
         low, high = cls.level_range
-        bounds = (f"in [{low:g}, {high:g}]" if low is not None and high is not None
-                  else f">= {low:g}" if low is not None else f"<= {high:g}" if high is not None else "any number")
+        bounds = (
+            f"in [{low:g}, {high:g}]"
+            if low is not None and high is not None
+            else f">= {low:g}"
+            if low is not None
+            else f"<= {high:g}"
+            if high is not None
+            else "any number"
+        )
         return f"{cls.level_meaning}, {bounds}"
 
 
@@ -165,7 +177,11 @@ class MuteOptions:
     span_seconds: float = 0.5  # length of each silenced span
 
     def __post_init__(self):
-        if isinstance(self.span_seconds, bool) or not isinstance(self.span_seconds, (int, float)) or not self.span_seconds > 0:
+        if (
+            isinstance(self.span_seconds, bool)
+            or not isinstance(self.span_seconds, (int, float))
+            or not self.span_seconds > 0
+        ):
             raise ValueError(f"mute: span_seconds {self.span_seconds!r} is not allowed (a number of seconds > 0)")
 
 
@@ -205,7 +221,9 @@ class Lowpass(AudioNoise):
         from scipy.signal import butter, sosfiltfilt
 
         if self.level >= sample_rate / 2:
-            raise ValueError(f"lowpass: level {self.level:g} Hz is not below half the clip's sample rate {sample_rate} Hz")
+            raise ValueError(
+                f"lowpass: level {self.level:g} Hz is not below half the clip's sample rate {sample_rate} Hz"
+            )
         sos = butter(self.config.order, self.level, fs=sample_rate, output="sos")
         if samples.shape[1] <= 3 * (2 * len(sos) + 1):  # too short for sosfiltfilt's edge padding
             return samples.copy()
@@ -240,7 +258,11 @@ class Blur(VideoNoise):
         import cv2
 
         for frame in frames:
-            yield frame if self.level == 0.0 else cv2.GaussianBlur(frame, (0, 0), sigmaX=self.level, borderType=cv2.BORDER_REFLECT)
+            yield (
+                frame
+                if self.level == 0.0
+                else cv2.GaussianBlur(frame, (0, 0), sigmaX=self.level, borderType=cv2.BORDER_REFLECT)
+            )
 
 
 @dataclass(frozen=True)
@@ -250,7 +272,9 @@ class OcclusionOptions:
 
     def __post_init__(self):
         fill = tuple(self.fill) if isinstance(self.fill, (list, tuple)) else ()
-        if len(fill) != 3 or not all(isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 255 for value in fill):
+        if len(fill) != 3 or not all(
+            isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 255 for value in fill
+        ):
             raise ValueError(f"occlusion: fill {self.fill!r} is not allowed (three integers in [0, 255], RGB)")
         object.__setattr__(self, "fill", fill)
         if self.position not in ("random", "centre"):

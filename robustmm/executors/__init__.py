@@ -32,7 +32,7 @@ class Shard:
         return cls(int(found[1]), int(found[2]))
 
     def select(self, items: list[Item]) -> list[Item]:
-        return items[self.index::self.count]
+        return items[self.index :: self.count]
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"

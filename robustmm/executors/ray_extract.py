@@ -24,6 +24,7 @@ from robustmm.features.cache import ClipResult, FeatureCache, use_private_jit_ca
 from robustmm.features.extract import _Job, _load_extractors, extract_clip, retry_or_report
 from robustmm.features.text import BertExtractor
 
+
 class ExtractionActor:
     """One Ray actor (one CPU): the extractors, loaded once."""
 
@@ -80,8 +81,15 @@ class ActorPool:
                 except ray.exceptions.RayActorError as error:
                     ray.kill(actor)
                     idle += self._start(1)
-                    retry_or_report(job, f"Ray actor: {_first_line(error)}", self.extractors, pending, attempts,
-                                    uncached, lambda: bar.update(1))
+                    retry_or_report(
+                        job,
+                        f"Ray actor: {_first_line(error)}",
+                        self.extractors,
+                        pending,
+                        attempts,
+                        uncached,
+                        lambda: bar.update(1),
+                    )
                     continue
                 except ray.exceptions.RayTaskError as error:
                     cause = error.cause if error.cause is not None else error
@@ -109,8 +117,14 @@ def cluster_cpus(ray) -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
-def run_jobs(ray, jobs: list[_Job], extractors: list[Extractor], workers: int | None, progress: bool,
-             meanwhile: Callable[[], None]) -> dict[tuple[int, str], ClipResult]:
+def run_jobs(
+    ray,
+    jobs: list[_Job],
+    extractors: list[Extractor],
+    workers: int | None,
+    progress: bool,
+    meanwhile: Callable[[], None],
+) -> dict[tuple[int, str], ClipResult]:
     """As the local pool's `_run_jobs`: the media jobs on `workers` actors (None or more than the cluster's CPUs:
     one per CPU of the cluster),
     `meanwhile` (the text encoding) in a thread of this process."""

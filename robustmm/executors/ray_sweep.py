@@ -22,8 +22,14 @@ def _train_task(shared: SweepData, task: RunTask, threads: int) -> tuple[RunTask
     return task, train_run(shared, task)
 
 
-def run_tasks(ray, shared: SweepData, tasks: list[RunTask], resources: RunResources, torch_threads: int | None,
-              shown: SweepProgress) -> list[dict]:
+def run_tasks(
+    ray,
+    shared: SweepData,
+    tasks: list[RunTask],
+    resources: RunResources,
+    torch_threads: int | None,
+    shown: SweepProgress,
+) -> list[dict]:
     """The rows of `tasks`, in their order. Each run uses `torch_threads` threads (None: its CPUs, at least one)."""
     shared = dataclasses.replace(shared, data=str(Path(shared.data).resolve()))
     tasks = [dataclasses.replace(task, run_dir=str(Path(task.run_dir).resolve())) for task in tasks]

@@ -61,7 +61,9 @@ def largest_divisor_at_most(n: int, limit: int) -> int:
 def check_upstream_heads(params: TFRNetParams, seq_lens: tuple[int, int, int]) -> None:
     """Faithful mode runs where upstream runs: its reconstruction transformers embed each modality's length with
     `num_temporal_head` heads, and its MultiheadAttention asserts that they divide it."""
-    problems = [f"{name} length {length}" for name, length in zip(MODALITIES, seq_lens) if length % params.num_temporal_head]
+    problems = [
+        f"{name} length {length}" for name, length in zip(MODALITIES, seq_lens) if length % params.num_temporal_head
+    ]
     if problems:
         raise ValueError(
             f"faithful mode: num_temporal_head {params.num_temporal_head} does not divide the {', '.join(problems)}; "
@@ -76,11 +78,18 @@ class TransformerLayer(nn.Module):
 
     `faithful`: attention dropout by single weights (else by keys) and fairseq's initialisation."""
 
-    def __init__(self, dim: int, heads: int, attn_dropout: float, relu_dropout: float, res_dropout: float, faithful: bool):
+    def __init__(
+        self, dim: int, heads: int, attn_dropout: float, relu_dropout: float, res_dropout: float, faithful: bool
+    ):
         super().__init__()
         if dim % heads:
             raise ValueError(f"{heads} attention heads do not divide the embedding size {dim}")
-        self.heads, self.attn_dropout, self.relu_dropout, self.res_dropout = heads, attn_dropout, relu_dropout, res_dropout
+        self.heads, self.attn_dropout, self.relu_dropout, self.res_dropout = (
+            heads,
+            attn_dropout,
+            relu_dropout,
+            res_dropout,
+        )
         self.drop_keys = not faithful
         self.norm_attn = nn.LayerNorm(dim)
         self.query = nn.Linear(dim, dim)
@@ -104,7 +113,9 @@ class TransformerLayer(nn.Module):
         for linear in (self.query, self.key_value, self.out, self.fc1, self.fc2):
             nn.init.zeros_(linear.bias)
 
-    def attention(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def attention(
+        self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
         batch, query_len, dim = x.shape
         split = lambda t: t.view(batch, t.shape[1], self.heads, dim // self.heads).transpose(1, 2)  # noqa: E731
         if values is keys:
@@ -116,7 +127,9 @@ class TransformerLayer(nn.Module):
         dropout = self.attn_dropout if self.training else 0.0
         if dropout and self.drop_keys:
             mask, dropout = self.dropped_keys(mask, batch, keys.shape[1], x.device, dropout), 0.0
-        attended = F.scaled_dot_product_attention(split(self.query(x)), split(key), split(value), attn_mask=mask, dropout_p=dropout)
+        attended = F.scaled_dot_product_attention(
+            split(self.query(x)), split(key), split(value), attn_mask=mask, dropout_p=dropout
+        )
         return self.out(attended.transpose(1, 2).reshape(batch, query_len, dim))
 
     def dropped_keys(self, mask, batch: int, key_len: int, device, rate: float) -> torch.Tensor:
@@ -129,15 +142,18 @@ class TransformerLayer(nn.Module):
         allowed = kept if mask is None else kept & mask
         return torch.where(allowed.any(dim=-1, keepdim=True), allowed, True if mask is None else mask)
 
-    def forward(self, x: torch.Tensor, keys: torch.Tensor | None, values: torch.Tensor | None,
-                mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, keys: torch.Tensor | None, values: torch.Tensor | None, mask: torch.Tensor | None
+    ) -> torch.Tensor:
         """Self-attention when `keys` is None; else cross-attention to `keys` and `values` (the same tensor
         unless they were embedded with their own dropout masks)."""
         normed = self.norm_attn(x)
         if keys is None:
             keys = values = normed
         else:
-            keys, values = (self.norm_attn(keys),) * 2 if values is keys else (self.norm_attn(keys), self.norm_attn(values))
+            keys, values = (
+                (self.norm_attn(keys),) * 2 if values is keys else (self.norm_attn(keys), self.norm_attn(values))
+            )
         x = x + F.dropout(self.attention(normed, keys, values, mask), self.res_dropout, self.training)
         hidden = F.dropout(F.relu(self.fc1(self.norm_ff(x))), self.relu_dropout, self.training)
         return x + F.dropout(self.fc2(hidden), self.res_dropout, self.training)
@@ -151,8 +167,16 @@ class TransformerEncoder(nn.Module):
     zero embedding: its make_positions treats the value 0 as padding), keys and values are embedded with
     their own dropout masks, attention dropout drops single weights, and fairseq's initialisation."""
 
-    def __init__(self, dim: int, heads: int, layers: int, attn_dropout: float, params: TFRNetParams, positions: bool,
-                 faithful: bool):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        layers: int,
+        attn_dropout: float,
+        params: TFRNetParams,
+        positions: bool,
+        faithful: bool,
+    ):
         super().__init__()
         self.scale, self.positions, self.embed_dropout = math.sqrt(dim), positions, params.embed_dropout
         self.faithful = faithful
@@ -169,7 +193,9 @@ class TransformerEncoder(nn.Module):
             scaled = scaled + (table * (x[:, :, :1] != 0) if self.faithful else table)
         return F.dropout(scaled, self.embed_dropout, self.training)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         x = self.embed(x)
         keys = values = None if context is None else self.embed(context)
         if context is not None and self.faithful and self.training and self.embed_dropout:
@@ -269,7 +295,9 @@ class TFRNet(nn.Module):
             check_upstream_heads(p, self.seq_lens)
         # Upstream skips the projection of a modality whose features already have d dims.
         self.projections = nn.ModuleList(
-            nn.Identity() if faithful and dim == d else nn.Conv1d(dim, d, kernel_size=k, padding=(k - 1) // 2, bias=False)
+            nn.Identity()
+            if faithful and dim == d
+            else nn.Conv1d(dim, d, kernel_size=k, padding=(k - 1) // 2, bias=False)
             for dim, k in zip(feature_dims, p.conv_kernels)
         )
         # attn_dropout is (text, audio, vision): a cross-modal transformer uses the dropout of its key modality,
@@ -279,15 +307,25 @@ class TFRNet(nn.Module):
             TransformerEncoder(d, p.num_heads, intra_layers, p.attn_dropout[0], p, positions=True, faithful=faithful)
             for _ in MODALITIES
         )
-        self.cross = nn.ModuleDict({
-            f"{query}_{key}": TransformerEncoder(d, p.num_heads, p.nlevels, p.attn_dropout[k], p, positions=True, faithful=faithful)
-            for q, query in enumerate(MODALITIES) for k, key in enumerate(MODALITIES) if k != q
-        })
+        self.cross = nn.ModuleDict(
+            {
+                f"{query}_{key}": TransformerEncoder(
+                    d, p.num_heads, p.nlevels, p.attn_dropout[k], p, positions=True, faithful=faithful
+                )
+                for q, query in enumerate(MODALITIES)
+                for k, key in enumerate(MODALITIES)
+                if k != q
+            }
+        )
         self.reconstructors = nn.ModuleList(
             TransformerEncoder(
                 length,
                 p.num_temporal_head if faithful else largest_divisor_at_most(length, p.num_temporal_head),
-                intra_layers, p.attn_dropout[0], p, positions=False, faithful=faithful,
+                intra_layers,
+                p.attn_dropout[0],
+                p,
+                positions=False,
+                faithful=faithful,
             )
             for length in self.seq_lens
         )
@@ -299,7 +337,10 @@ class TFRNet(nn.Module):
         self.simam = SimAM() if simam else None
         fused = sum(p.fusion_hidden)
         self.classifier = nn.Sequential(
-            nn.BatchNorm1d(fused), nn.Linear(fused, p.cls_hidden_dim), nn.LeakyReLU(), nn.Dropout(p.cls_dropout),
+            nn.BatchNorm1d(fused),
+            nn.Linear(fused, p.cls_hidden_dim),
+            nn.LeakyReLU(),
+            nn.Dropout(p.cls_dropout),
             nn.Linear(p.cls_hidden_dim, 1),
         )
 
@@ -377,11 +418,20 @@ class TFRNet(nn.Module):
 
         hidden = [self.checkpointed(self.contextualise, q, projected, valid) for q in range(len(MODALITIES))]
         # The keep masks are the simulator's: only the loss reads them, never the prediction's path.
-        recon_loss = torch.stack([
-            self.reconstruction_loss(self.checkpointed(self.reconstruct, m, hidden[m], valid[m]), targets[m],
-                                     valid[m] - batch[f"{MODALITIES[m]}_keep"].to(valid[m].dtype))
-            for m in range(len(MODALITIES))
-        ]) if with_reconstruction else None
+        recon_loss = (
+            torch.stack(
+                [
+                    self.reconstruction_loss(
+                        self.checkpointed(self.reconstruct, m, hidden[m], valid[m]),
+                        targets[m],
+                        valid[m] - batch[f"{MODALITIES[m]}_keep"].to(valid[m].dtype),
+                    )
+                    for m in range(len(MODALITIES))
+                ]
+            )
+            if with_reconstruction
+            else None
+        )
         pooled = []
         for m in range(len(MODALITIES)):
             h = self.simam(hidden[m], valid[m]) if self.simam is not None else hidden[m]
@@ -394,7 +444,9 @@ class TFRNet(nn.Module):
             return causal_mask(valid[q].shape[1], valid[k].shape[1], valid[q].device)
         return key_padding_mask(valid[k])
 
-    def reconstruction_loss(self, prediction: torch.Tensor, target: torch.Tensor, missing: torch.Tensor) -> torch.Tensor:
+    def reconstruction_loss(
+        self, prediction: torch.Tensor, target: torch.Tensor, missing: torch.Tensor
+    ) -> torch.Tensor:
         """SmoothL1 summed over the dropped valid positions / number of their elements (+ weighted CMD)."""
         dtype = torch.promote_types(prediction.dtype, torch.float32)  # float32 at least, also under autocast
         prediction, target = prediction.to(dtype), target.to(dtype)
@@ -468,7 +520,9 @@ def _from_mmsa_key(name: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
         return {f"{prefix}.{key}": value for key, value in _from_mmsa_encoder_key(match[4], tensor).items()}
     if match := re.fullmatch(r"generator_([tav])\.Model\.linear\.(weight|bias)", name):
         return {f"back_projections.{_MMSA_MODALITY[match[1]]}.{match[2]}": tensor}
-    if match := re.fullmatch(r"fusion_subnet\.Model\.(text|audio|vision)_encoder\.gru\.gru\.(\w+)_l(\d+)(_reverse)?", name):
+    if match := re.fullmatch(
+        r"fusion_subnet\.Model\.(text|audio|vision)_encoder\.gru\.gru\.(\w+)_l(\d+)(_reverse)?", name
+    ):
         direction = "behind" if match[4] else "ahead"
         return {f"fusion.{_MMSA_MODALITY[match[1]]}.gru.{direction}.{match[3]}.{match[2]}_l0": tensor}
     if match := re.fullmatch(r"fusion_subnet\.Model\.(text|audio|vision)_encoder\.(cnn|fc)\.(weight|bias)", name):
