@@ -111,7 +111,7 @@ def sweep(
     torch_threads: int | None = None,
     executor: str = "local",
     workers: int = 1,
-    resources: RunResources | Mapping | None = None,
+    resources: RunResources | Mapping = RunResources(),
     ray_address: str | None = None,
     shard: Shard | None = None,
 ) -> dict:
@@ -141,7 +141,7 @@ def sweep(
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
     once = TrainOnce(**(train_once or {})) if protocol == "train_once" else None
-    resources = RunResources(**resources) if isinstance(resources, Mapping) else resources or RunResources()
+    resources = RunResources(**resources) if isinstance(resources, Mapping) else resources
     shared = SweepData(
         str(data),
         dataset,

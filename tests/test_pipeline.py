@@ -249,8 +249,8 @@ def test_a_killed_sweep_resumes_under_dvc_with_its_finished_runs(project, tmp_pa
     for result in (result for _, result in finished.values()):
         assert float(table[str(result["rate"])]["train_seconds"]) == result["train_seconds"]
 
-    # The same sweep uninterrupted, in this process (one thread, as the stage's torch_threads).
-    sweep_settings = {key: value for key, value in params["sweep"].items() if key != "torch_threads"}
+    # The same sweep uninterrupted, with the stage's settings (its workers and torch_threads too).
+    sweep_settings = dict(params["sweep"])
     straight = robustmm.sweep(
         project.root / "published" / "tiny.pkl",
         "custom",
