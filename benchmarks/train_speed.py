@@ -61,15 +61,16 @@ def build_inputs(folder: Path) -> tuple[Path, Path]:
     return features, encoder
 
 
-def measure(mode: str, features: str, encoder_dir: str, batches: int, threads: int, bf16: bool) -> dict:
-    """Runs in a fresh process: one mode, its throughput and this process's peak RSS."""
+def training_setup(mode: str, features: str, encoder_dir: str, batches: int, bf16: bool, checkpointing="auto") -> dict:
+    """robustmm's TFR-Net in `mode` (finetune, frozen, faithful) ready to train on the first `batches` + 1
+    batches of the benchmark data: the model, its optimizer and what train_epoch takes, and the seconds that
+    preparing the splits (the frozen encoding) took."""
     import torch
 
     from robustmm import data
     from robustmm import train as training
     from robustmm.text_encoder import TextEncoder
 
-    torch.set_num_threads(threads)
     loaded, preset = training.load_features(features, "mosi")
     count = (batches + 1) * BATCH
     subset = {name: {key: value[:count] for key, value in loaded[name].items()} for name in data.SPLITS}
@@ -80,6 +81,7 @@ def measure(mode: str, features: str, encoder_dir: str, batches: int, threads: i
         text_mode="frozen" if mode == "frozen" else "finetune",
         faithful=mode == "faithful",
         amp=bf16,
+        checkpointing=checkpointing,
         device="cpu",
         progress=False,
         batch_size=BATCH,
@@ -89,10 +91,33 @@ def measure(mode: str, features: str, encoder_dir: str, batches: int, threads: i
     tensors = training.prepare_splits(subset, config, encoder, {})
     prepare_seconds = time.perf_counter() - start
     model = training.build_model(preset, config, MOSI_LENS, (encoder.hidden_size, *MOSI_DIMS[1:]), encoder)
-    optimizer = training.build_optimizer(model, preset)
-    scaler = torch.amp.GradScaler("cpu", enabled=False)
-    generator = torch.Generator().manual_seed(0)
-    device = torch.device("cpu")
+    return {
+        "model": model,
+        "optimizer": training.build_optimizer(model, preset),
+        "scaler": torch.amp.GradScaler("cpu", enabled=False),
+        "preset": preset,
+        "config": config,
+        "generator": torch.Generator().manual_seed(0),
+        "device": torch.device("cpu"),
+        "tensors": tensors,
+        "count": count,
+        "prepare_seconds": prepare_seconds,
+    }
+
+
+def measure(mode: str, features: str, encoder_dir: str, batches: int, threads: int, bf16: bool) -> dict:
+    """Runs in a fresh process: one mode, its throughput and this process's peak RSS."""
+    import torch
+
+    from robustmm import train as training
+
+    torch.set_num_threads(threads)
+    setup = training_setup(mode, features, encoder_dir, batches, bf16)
+    model, optimizer, scaler, preset, config = (
+        setup[key] for key in ("model", "optimizer", "scaler", "preset", "config")
+    )
+    generator, device, tensors, count = setup["generator"], setup["device"], setup["tensors"], setup["count"]
+    prepare_seconds = setup["prepare_seconds"]
     take = lambda split, first, last: {key: value[first:last] for key, value in tensors[split].items()}  # noqa: E731
 
     # Epoch 2 so that the reconstruction loss is part of the step, as in every epoch after the first.

@@ -33,45 +33,23 @@ import time
 from pathlib import Path
 
 from faithful_vs_mmsa import mmsa_args
-from train_speed import BATCH, MOSI_DIMS, MOSI_LENS, build_inputs, high_water_mark
+from train_speed import BATCH, MOSI_DIMS, MOSI_LENS, build_inputs, high_water_mark, training_setup
 
 CONFIGS = ("mmsa", "finetune", "frozen", "faithful")
 
 
 def robustmm_steps(mode: str, features: str, encoder_dir: str, steps: int, checkpointing, bf16: bool):
     """Yields a training step function of robustmm in `mode` (finetune, frozen, faithful)."""
-    import torch
-
-    from robustmm import data
     from robustmm import train as training
-    from robustmm.text_encoder import TextEncoder
 
-    loaded, preset = training.load_features(features, "mosi")
-    count = (steps + 1) * BATCH
-    subset = {name: {key: value[:count] for key, value in loaded[name].items()} for name in data.SPLITS}
-    config = training.RunConfig(
-        dataset="mosi",
-        rate=0.5,
-        seed=1111,
-        text_mode="frozen" if mode == "frozen" else "finetune",
-        faithful=mode == "faithful",
-        amp=bf16,
-        checkpointing=checkpointing,
-        device="cpu",
-        progress=False,
-        batch_size=BATCH,
-    )
-    encoder = TextEncoder(encoder_dir, load_weights=mode == "frozen")
-    tensors = training.prepare_splits(subset, config, encoder, {})
-    model = training.build_model(preset, config, MOSI_LENS, (encoder.hidden_size, *MOSI_DIMS[1:]), encoder)
-    optimizer = training.build_optimizer(model, preset)
-    scaler = torch.amp.GradScaler("cpu", enabled=False)
-    generator = torch.Generator().manual_seed(0)
-    device = torch.device("cpu")
+    setup = training_setup(mode, features, encoder_dir, steps, bf16, checkpointing)
+    model, tensors = setup["model"], setup["tensors"]
+    train_arguments = (setup["optimizer"], setup["scaler"])
+    epoch_arguments = (setup["preset"], setup["config"], 2, setup["generator"], setup["device"])
 
     def step(index: int) -> None:
         batch = {key: value[index * BATCH : (index + 1) * BATCH] for key, value in tensors["train"].items()}
-        training.train_epoch(model, optimizer, scaler, batch, preset, config, 2, generator, device)
+        training.train_epoch(model, *train_arguments, batch, *epoch_arguments)
 
     return step, {"checkpointing": model.checkpointing}
 
