@@ -9,7 +9,7 @@ import pytest
 import robustmm
 from robustmm import data as feature_data
 from robustmm.cli import main
-from robustmm.experiments import write_outputs
+from robustmm.experiments import write_curves, write_outputs
 from robustmm.presets import get_preset
 from robustmm.settings import SettingsError, SweepCommandSettings, load_command_settings
 from robustmm.synthetic import make_dataset
@@ -66,6 +66,8 @@ def test_sweep_writes_table_metrics_plot_data_and_figure_and_resumes(feature_fil
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("run ")]
     assert [("reused" in line) for line in lines] == [True, True, True, False]
     assert all((out / "runs" / name / "dvclive" / "metrics.json").exists() for name in results)
+    train_loss = pd.read_csv(out / "curves" / "train_loss.tsv", sep="\t")
+    assert sorted(set(train_loss["run"])) == sorted(results)  # the reused runs' curves too
     for name, path in results.items():
         assert (path.stat().st_mtime_ns == stamps[name]) == (name != "rate_0.5_seed_1111")
 
@@ -185,6 +187,26 @@ def test_undefined_metrics_are_written_as_null(tmp_path):
     on_disk = json.loads((tmp_path / "metrics.json").read_text(), parse_constant=refuse)
     assert on_disk["rate_0.5/Corr_mean"] is None and on_disk["auilc/Corr"] is None
     assert on_disk["rate_0.5/MAE_mean"] == pytest.approx(1.0) and on_disk["auilc/MAE"] == pytest.approx(0.375)
+
+
+def test_curves_hold_one_row_per_run_and_epoch_without_undefined_values(tmp_path):
+    folder = tmp_path / "curves"
+    folder.mkdir()
+    (folder / "learning_rate_bert.tsv").write_text("run\tepoch\tlearning_rate_bert\nold\t1\t0.1\n")
+    histories = {
+        "rate_0.0_seed_1": [
+            {"epoch": 1, "train_loss": 2.5, "valid_loss": 1.25, "learning_rate": 0.002},
+            {"epoch": 2, "train_loss": float("nan"), "valid_loss": 1.0, "learning_rate": 0.001},
+        ],
+        "rate_0.5_seed_1": [{"epoch": 1, "train_loss": 3.0, "valid_loss": 2.0, "learning_rate": 0.002}],
+    }
+    write_curves(folder, histories)
+    assert sorted(path.name for path in folder.iterdir()) == ["learning_rate.tsv", "train_loss.tsv", "valid_loss.tsv"]
+    assert (folder / "train_loss.tsv").read_text() == (
+        "run\tepoch\ttrain_loss\nrate_0.0_seed_1\t1\t2.5\nrate_0.5_seed_1\t1\t3.0\n"
+    )
+    valid = pd.read_csv(folder / "valid_loss.tsv", sep="\t")
+    assert valid.values.tolist() == [["rate_0.0_seed_1", 1, 1.25], ["rate_0.0_seed_1", 2, 1.0], ["rate_0.5_seed_1", 1, 2.0]]
 
 
 def test_custom_dataset_with_its_metric_family_and_label_range(tmp_path, capsys):
