@@ -230,7 +230,9 @@ def test_dvc_plots_show_draws_every_runs_training_curves(project):
         (plot,) = plots[f"results/tiny/curves/{curve}.tsv"]
         encoding = plot["content"]["encoding"]
         assert (encoding["x"]["field"], encoding["y"]["field"], encoding["color"]["field"]) == ("epoch", curve, "run")
-        drawn = {(point["run"], int(point["epoch"]), float(point[curve])) for point in plot["content"]["data"]["values"]}
+        drawn = {
+            (point["run"], int(point["epoch"]), float(point[curve])) for point in plot["content"]["data"]["values"]
+        }
         logged = {(run, entry["epoch"], entry[curve]) for run, history in histories.items() for entry in history}
         assert drawn == logged and len(drawn) == 2 * 2
     experiment = json.loads(project.dvc("exp", "show", "--json"))[0]["data"]["metrics"]

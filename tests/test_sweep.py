@@ -206,7 +206,11 @@ def test_curves_hold_one_row_per_run_and_epoch_without_undefined_values(tmp_path
         "run\tepoch\ttrain_loss\nrate_0.0_seed_1\t1\t2.5\nrate_0.5_seed_1\t1\t3.0\n"
     )
     valid = pd.read_csv(folder / "valid_loss.tsv", sep="\t")
-    assert valid.values.tolist() == [["rate_0.0_seed_1", 1, 1.25], ["rate_0.0_seed_1", 2, 1.0], ["rate_0.5_seed_1", 1, 2.0]]
+    assert valid.values.tolist() == [
+        ["rate_0.0_seed_1", 1, 1.25],
+        ["rate_0.0_seed_1", 2, 1.0],
+        ["rate_0.5_seed_1", 1, 2.0],
+    ]
 
 
 def test_custom_dataset_with_its_metric_family_and_label_range(tmp_path, capsys):
