@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from fast_runs import FAST, command
 
 import robustmm
 from robustmm import data as feature_data
@@ -14,9 +15,6 @@ from robustmm.presets import get_preset
 from robustmm.settings import SettingsError, SweepCommandSettings, load_command_settings
 from robustmm.synthetic import make_dataset
 from robustmm.text_encoder import OFFLINE_ENCODER
-
-FAST = {"text_mode": "frozen", "text_encoder": OFFLINE_ENCODER, "device": "cpu", "epochs": 2, "progress": False}
-
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -221,32 +219,12 @@ def test_custom_dataset_with_its_metric_family_and_label_range(tmp_path, capsys)
     )
     feature_data.write(dataset, path)
     out = tmp_path / "custom"
-    flags = [
-        "--data",
-        str(path),
-        "--dataset",
-        "custom",
-        "--rates",
-        "0,0.5",
-        "--seeds",
-        "111",
-        "--out",
-        str(out),
-        "--epochs",
-        "1",
-        "--text-mode",
-        "frozen",
-        "--text-encoder",
-        OFFLINE_ENCODER,
-        "--device",
-        "cpu",
-        "--no-progress",
-    ]
-    assert main(["sweep", *flags]) == 2
+    flags = command("sweep", path, "custom", out, rates="0,0.5", seeds="111", epochs=1)
+    assert main(flags) == 2
     error = capsys.readouterr().err
     assert str(path) in error and "outside the label range -3,3" in error and "--label-range" in error
 
-    assert main(["sweep", *flags, "--metric-family", "avec", "--label-range", "0,24"]) == 0
+    assert main([*flags, "--metric-family", "avec", "--label-range", "0,24"]) == 0
     assert {"auilc/CCC", "auilc/RMSE", "auilc/MAE"} <= set(json.loads((out / "metrics.json").read_text()))
     checkpoint = out / "runs" / "rate_0.5_seed_111" / "best.pt"
     assert main(["evaluate", str(checkpoint), "--data", str(path), "--device", "cpu"]) == 0
@@ -282,28 +260,7 @@ def test_close_rates_get_their_own_runs_and_a_changed_sweep_is_refused_or_overwr
     assert {"rate_0.0/MAE_mean", "rate_0.001/MAE_mean", "rate_0.004/MAE_mean"} <= set(flat)
     assert len(pd.read_csv(out / "results.csv")) == 3
 
-    flags = [
-        "sweep",
-        "--data",
-        str(feature_file),
-        "--dataset",
-        "sims",
-        "--rates",
-        "0,0.001,0.004",
-        "--seeds",
-        "111",
-        "--out",
-        str(out),
-        "--epochs",
-        "2",
-        "--text-mode",
-        "frozen",
-        "--text-encoder",
-        OFFLINE_ENCODER,
-        "--device",
-        "cpu",
-        "--no-progress",
-    ]
+    flags = command("sweep", feature_file, "sims", out, rates="0,0.001,0.004", seeds="111", epochs=2)
     assert main(flags) == 2
     error = capsys.readouterr().err
     assert f"{out / 'runs' / 'rate_0.0_seed_111'}: holds a different run" in error
@@ -400,26 +357,7 @@ def test_a_pattern_sweep_keeps_its_own_runs_and_a_changed_pattern_retrains(featu
 
     # Other span lengths are another run: refused without --overwrite, retrained with it.
     flags = [
-        "sweep",
-        "--data",
-        str(feature_file),
-        "--dataset",
-        "sims",
-        "--rates",
-        "0,0.5",
-        "--seeds",
-        "111",
-        "--out",
-        str(out),
-        "--epochs",
-        "1",
-        "--text-mode",
-        "frozen",
-        "--text-encoder",
-        OFFLINE_ENCODER,
-        "--device",
-        "cpu",
-        "--no-progress",
+        *command("sweep", feature_file, "sims", out, rates="0,0.5", seeds="111", epochs=1),
         "--missing",
         "block",
         "--min-span",
@@ -446,24 +384,7 @@ def test_train_and_evaluate_take_the_runs_pattern(feature_file, tmp_path):
     assert (
         main(
             [
-                "train",
-                "--data",
-                str(feature_file),
-                "--dataset",
-                "sims",
-                "--rate",
-                "1",
-                "--out",
-                str(out),
-                "--epochs",
-                "1",
-                "--text-mode",
-                "frozen",
-                "--text-encoder",
-                OFFLINE_ENCODER,
-                "--device",
-                "cpu",
-                "--no-progress",
+                *command("train", feature_file, "sims", out, rate=1, epochs=1),
                 "--missing",
                 "modality",
                 "--absent-modalities",
