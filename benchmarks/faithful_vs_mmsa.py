@@ -53,25 +53,32 @@ def write_tiny_bert(folder: Path) -> None:
     (folder / "vocab.txt").write_text("\n".join(special.get(i, f"w{i}") for i in range(200)) + "\n")
 
 
-def mmsa_args(params):
+def mmsa_args(params, seq_lens=SEQ_LENS, feature_dims=FEATURE_DIMS, **extra):
+    """MMSA's `args` for TFR_NET (config_regression.json's keys) from robustmm's TFRNetParams, dropouts included;
+    `extra`: more keys (e.g. the trainer's)."""
     from easydict import EasyDict
 
     return EasyDict(
-        seq_lens=list(SEQ_LENS),
-        feature_dims=list(FEATURE_DIMS),
+        model_name="tfr_net",
+        dataset_name="mosi",
+        train_mode="regression",
+        KeyEval="Loss",
+        device=torch.device("cpu"),
+        seq_lens=list(seq_lens),
+        feature_dims=list(feature_dims),
         dst_feature_dim_nheads=[params.common_dim, params.num_heads],
         nlevels=params.nlevels,
-        attn_dropout=0.0,
-        attn_dropout_a=0.0,
-        attn_dropout_v=0.0,
-        relu_dropout=0.0,
-        embed_dropout=0.0,
-        res_dropout=0.0,
-        text_dropout=0.0,
+        attn_dropout=params.attn_dropout[0],
+        attn_dropout_a=params.attn_dropout[1],
+        attn_dropout_v=params.attn_dropout[2],
+        relu_dropout=params.relu_dropout,
+        embed_dropout=params.embed_dropout,
+        res_dropout=params.res_dropout,
+        text_dropout=params.text_dropout,
         attn_mask=True,
-        conv1d_kernel_size_l=1,
-        conv1d_kernel_size_a=5,
-        conv1d_kernel_size_v=3,
+        conv1d_kernel_size_l=params.conv_kernels[0],
+        conv1d_kernel_size_a=params.conv_kernels[1],
+        conv1d_kernel_size_v=params.conv_kernels[2],
         num_temporal_head=params.num_temporal_head,
         alignmentModule="crossmodal_attn",
         generatorModule="linear",
@@ -84,11 +91,11 @@ def mmsa_args(params):
         fusion_a_hid=params.fusion_hidden[1],
         fusion_v_hid=params.fusion_hidden[2],
         fusion_gru_layers=params.fusion_gru_layers,
-        fusion_drop=0.0,
+        fusion_drop=params.fusion_dropout,
         cls_hidden_dim=params.cls_hidden_dim,
-        cls_dropout=0.0,
+        cls_dropout=params.cls_dropout,
         use_bert_finetune=True,
-        device=torch.device("cpu"),
+        **extra,
     )
 
 
@@ -148,22 +155,23 @@ def main() -> None:
     mmsa = importlib.import_module("MMSA.models.missingTask.TFR_NET.model")
     torch.set_num_threads(1)
     params = TFRNetParams(num_temporal_head=25)
+    dropout_off = TFRNetParams(
+        **{
+            **params.__dict__,
+            "attn_dropout": (0.0, 0.0, 0.0),
+            "relu_dropout": 0.0,
+            "embed_dropout": 0.0,
+            "res_dropout": 0.0,
+            "text_dropout": 0.0,
+            "fusion_dropout": 0.0,
+            "cls_dropout": 0.0,
+        }
+    )
     with tempfile.TemporaryDirectory() as folder:
         write_tiny_bert(Path(folder))
         mmsa.BertTextEncoder = functools.partial(BertTextEncoder, pretrained=folder)
         torch.manual_seed(options.seed)
-        reference = mmsa.TFR_NET(mmsa_args(params))
-        dropout_off = TFRNetParams(
-            **{
-                **params.__dict__,
-                "attn_dropout": (0.0, 0.0, 0.0),
-                "relu_dropout": 0.0,
-                "embed_dropout": 0.0,
-                "res_dropout": 0.0,
-                "text_dropout": 0.0,
-                "fusion_dropout": 0.0,
-            }
-        )
+        reference = mmsa.TFR_NET(mmsa_args(dropout_off))
         ours = TFRNet(
             dropout_off, SEQ_LENS, FEATURE_DIMS, text_encoder=BertModel.from_pretrained(folder), faithful=True
         )

@@ -3,8 +3,8 @@
 The models are trained on the clean file with the `sweep` settings at missing rate 0 (kept in
 results/<dataset>/corruption_models/, reused while data and settings are unchanged) and tested on the test split of
 data/<name>.pkl for every `corruptions.<name>` whose dataset is <dataset>. Writes results/<dataset>/corruptions.csv,
-corruptions.json and corruptions.png (robustmm.corruption.evaluate); with no corruption of <dataset> they are
-empty and nothing is trained.
+corruptions.json and corruptions.png (robustmm.corruption.evaluate). One stage per `evaluate_corruptions.datasets`
+entry: the datasets that have corrupted copies.
 """
 
 import torch
@@ -17,7 +17,7 @@ from robustmm.settings import load_params, stage_argument
 
 def main(dataset: str) -> None:
     params = load_params()
-    stage_argument("datasets", dataset, params.datasets)
+    stage_argument("evaluate_corruptions.datasets", dataset, params.evaluate_corruptions.datasets)
     entry = params.datasets[dataset]
     if params.sweep.torch_threads:
         torch.set_num_threads(params.sweep.torch_threads)

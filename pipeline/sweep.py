@@ -3,7 +3,8 @@
 One TFR-Net per (rate, seed) with the settings of the `sweep` section: the keyword arguments of
 robustmm.experiments.sweep, run on the executor it names (`sweep.executor`: local or ray).
 Writes results.csv (one row per run), metrics.json (mean/std per rate and AUILC), robustness.csv and
-robustness.png, and runs/ (each run's result; checkpoints are not kept).
+robustness.png, curves/ (every run's per-epoch training curves, drawn by `dvc plots show`), and runs/ (each run's
+result and DVCLive log; checkpoints are not kept).
 """
 
 from robustmm.errors import run_stage

@@ -10,7 +10,8 @@ pattern's runs are `<pattern>_rate_<r>_seed_<s>/`, train-once runs `[<pattern>_]
 AUILC over the grid and the mean over rates 0..0.9; prefixed `<pattern>/` and `train_once/` away from the
 default, so that `dvc metrics diff` never pairs numbers of different patterns or protocols), `run_info.json`
 (which mode, preset source, settings, missing pattern and protocol produced them),
-`robustness.csv` (metric mean/std vs rate, for `dvc plots show`) and `robustness.png`. Finished runs of the
+`robustness.csv` (metric mean/std vs rate, for `dvc plots show`), `robustness.png` and `curves/<curve>.tsv`
+(every run's per-epoch train_loss, valid_loss and learning rates, for `dvc plots show`). Finished runs of the
 same fingerprint are reused and unfinished ones resumed, so an interrupted sweep continues.
 """
 
@@ -220,6 +221,7 @@ def sweep(
         _SWEEP_CONTEXT.clear()  # the data and the encoder are not kept past the sweep
     if shard:
         return {}
+    write_curves(Path(out) / CURVES, {Path(task.run_dir).name: run_history(task.run_dir) for task in tasks})
     return write_outputs(
         rows, out, preset.key_metrics, run_info(preset, tasks[-1].config, seeds), metrics_label(pattern, protocol)
     )
@@ -435,6 +437,35 @@ def run_info(preset: Preset, config: RunConfig, seeds: list[int]) -> dict:
             report.MEAN_KEY: report.MEAN_PROTOCOL,
         },
     }
+
+
+# The training curves of every run in one file per curve, for `dvc plots show` (dvc.yaml, .dvc/plots/run_curves.json):
+# the run folders' own DVCLive logs hold the same points, but DVC cannot declare a glob over runs/.
+CURVES = "curves"
+CURVE_NAMES = ("train_loss", "valid_loss", "learning_rate", "learning_rate_bert")
+
+
+def run_history(run_dir: str | Path) -> list[dict]:
+    """A finished run's per-epoch history (result.json), trained here or reused."""
+    return json.loads((Path(run_dir) / "result.json").read_text())["history"]
+
+
+def write_curves(folder: Path, histories: Mapping[str, list[dict]]) -> None:
+    """`folder`/<curve>.tsv for each curve some run logged: columns run, epoch, <curve>; one row per run and epoch
+    (an epoch whose value is undefined, e.g. a NaN loss, is left out). Files of curves no run logged are removed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in CURVE_NAMES:
+        lines = [
+            f"{run}\t{entry['epoch']}\t{float(entry[name])!r}"
+            for run, history in histories.items()
+            for entry in history
+            if entry.get(name) is not None and math.isfinite(entry[name])
+        ]
+        path = folder / f"{name}.tsv"
+        if lines:
+            path.write_text("\n".join([f"run\tepoch\t{name}", *lines]) + "\n")
+        else:
+            path.unlink(missing_ok=True)
 
 
 def write_outputs(
@@ -731,7 +762,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     for key in sorted(flat):
         if ("auilc/" in key or f"{report.MEAN_KEY}/" in key) and flat[key] is not None:
             print(f"{key}: {flat[key]:.4f}")
-    print(f"wrote {Path(settings.out) / 'results.csv'}, metrics.json, robustness.csv, robustness.png")
+    print(f"wrote {Path(settings.out) / 'results.csv'}, metrics.json, robustness.csv, robustness.png, curves/")
     return 0
 
 

@@ -655,6 +655,14 @@ class CorruptionSettings(NoiseSettings):
 
 
 @dataclass(frozen=True, kw_only=True)
+class EvaluateCorruptionsSettings:
+    """params.yaml `evaluate_corruptions`: the datasets whose clean models evaluate_corruptions@<dataset> tests on
+    their corrupted copies; exactly those with a `corruptions` entry (dvc.yaml's foreach cannot filter)."""
+
+    datasets: list[str] = setting(ListOf(NAME, distinct=True), [])
+
+
+@dataclass(frozen=True, kw_only=True)
 class Params:
     """The whole params.yaml."""
 
@@ -665,10 +673,51 @@ class Params:
     sweep: SweepSettings = setting(Section(SweepSettings))
     report: ReportSettings = setting(Section(ReportSettings))
     corruptions: dict[str, CorruptionSettings] = setting(MappingOf(NAME, Section(CorruptionSettings), "<name>"), {})
+    evaluate_corruptions: EvaluateCorruptionsSettings = setting(
+        Section(EvaluateCorruptionsSettings), EvaluateCorruptionsSettings()
+    )
 
     def problems(self) -> list[tuple[str, str]]:
         """A corrupted copy is extracted and assembled like any raw dataset, and tested with the model trained on
         the clean one (`datasets.<dataset>`, built from raw/<dataset>/)."""
+        return self._corruption_problems() + self._evaluation_problems()
+
+    def _evaluation_problems(self) -> list[tuple[str, str]]:
+        found = []
+        listed = self.evaluate_corruptions.datasets
+        copies: dict[str, list[str]] = {}
+        for name, corruption in self.corruptions.items():
+            copies.setdefault(corruption.dataset, []).append(name)
+        for dataset, names in copies.items():
+            if dataset not in listed:
+                found.append(
+                    (
+                        "evaluate_corruptions.datasets",
+                        f"{dataset!r} has corrupted copies ({', '.join(names)}) but is not listed: add it, so that "
+                        f"evaluate_corruptions@{dataset} tests its clean models on them",
+                    )
+                )
+        for dataset in listed:
+            if dataset not in copies:
+                found.append(
+                    (
+                        "evaluate_corruptions.datasets",
+                        f"{dataset!r} has no corrupted copies (no corruptions entry with dataset: {dataset}): "
+                        "remove it, or add one",
+                    )
+                )
+            elif dataset in self.datasets and Path(self.datasets[dataset].data) != Path("data", f"{dataset}.pkl"):
+                found.append(
+                    (
+                        f"datasets.{dataset}.data",
+                        f"{self.datasets[dataset].data!r}: a dataset with corrupted copies is trained on "
+                        f"data/{dataset}.pkl, the features of raw/{dataset}/ that its copies are compared with "
+                        f"(evaluate_corruptions@{dataset} depends on that file)",
+                    )
+                )
+        return found
+
+    def _corruption_problems(self) -> list[tuple[str, str]]:
         found = []
         for name, corruption in self.corruptions.items():
             if "." in name:

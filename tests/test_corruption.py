@@ -403,12 +403,13 @@ def test_the_corrupt_command_names_a_clip_it_cannot_read_and_leaves_no_half_data
 # ------------------------------------------------------------------------------------------------ settings
 
 
-def write_params(tmp_path: Path, corruptions: dict, extract_datasets: list[str]) -> Path:
+def write_params(tmp_path: Path, corruptions: dict, extract_datasets: list[str], evaluated=("demo",)) -> Path:
     import yaml
 
     repository = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
     repository["corruptions"] = corruptions
     repository["extract"]["datasets"] = extract_datasets
+    repository["evaluate_corruptions"]["datasets"] = list(evaluated)
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(repository))
     return path
@@ -443,7 +444,12 @@ def test_corruptions_in_params_are_checked_with_the_datasets_they_need(tmp_path)
         )
     with pytest.raises(SettingsError) as raised:
         load_params(
-            write_params(tmp_path, {"demo-white_noise-10": entry, "other": {**entry, "dataset": "nope"}}, ["demo"])
+            write_params(
+                tmp_path,
+                {"demo-white_noise-10": entry, "other": {**entry, "dataset": "nope"}},
+                ["demo"],
+                evaluated=["demo", "nope"],
+            )
         )
     assert raised.value.problems == [
         f"{path}: corruptions.demo-white_noise-10: 'demo-white_noise-10' is not in extract.datasets: add it, so that its clips are extracted",
@@ -451,6 +457,56 @@ def test_corruptions_in_params_are_checked_with_the_datasets_they_need(tmp_path)
         f"{path}: corruptions.other: 'nope' is not in extract.datasets: add it, so that its clips are extracted",
         f"{path}: corruptions.other.dataset: 'nope' is not in datasets: its clean model is trained on datasets.nope",
     ]
+
+
+def test_evaluate_corruptions_lists_exactly_the_datasets_with_corrupted_copies(tmp_path):
+    entry = {"dataset": "demo", "noise": "white_noise", "level": 10}
+    path = tmp_path / "params.yaml"
+    assert load_params(write_params(tmp_path, {}, ["demo"], evaluated=[])).evaluate_corruptions.datasets == []
+
+    with pytest.raises(SettingsError) as raised:
+        load_params(write_params(tmp_path, {"demo-white_noise-10": entry}, ["demo", "demo-white_noise-10"], []))
+    assert raised.value.problems == [
+        f"{path}: evaluate_corruptions.datasets: 'demo' has corrupted copies (demo-white_noise-10) but is not listed: "
+        "add it, so that evaluate_corruptions@demo tests its clean models on them"
+    ]
+    with pytest.raises(SettingsError) as raised:
+        load_params(write_params(tmp_path, {}, ["demo"], evaluated=["demo"]))
+    assert raised.value.problems == [
+        f"{path}: evaluate_corruptions.datasets: 'demo' has no corrupted copies (no corruptions entry with "
+        "dataset: demo): remove it, or add one"
+    ]
+
+    import yaml
+
+    raw = yaml.safe_load(
+        write_params(tmp_path, {"demo-white_noise-10": entry}, ["demo", "demo-white_noise-10"]).read_text()
+    )
+    raw["datasets"]["demo"]["data"] = "./data/demo.pkl"  # the same file
+    path.write_text(yaml.safe_dump(raw))
+    assert load_params(path).evaluate_corruptions.datasets == ["demo"]
+    raw["datasets"]["demo"]["data"] = "published/demo.pkl"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(SettingsError) as raised:
+        load_params(path)
+    assert raised.value.problems == [
+        f"{path}: datasets.demo.data: 'published/demo.pkl': a dataset with corrupted copies is trained on "
+        "data/demo.pkl, the features of raw/demo/ that its copies are compared with (evaluate_corruptions@demo "
+        "depends on that file)"
+    ]
+
+
+def test_the_stage_of_a_dataset_not_listed_stops_naming_the_key(tmp_path, monkeypatch, capsys):
+    import runpy
+
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path, {}, ["demo"], evaluated=[])
+    monkeypatch.setattr("sys.argv", ["evaluate_corruptions.py", "demo"])
+    script = Path(__file__).resolve().parents[1] / "pipeline" / "evaluate_corruptions.py"
+    with pytest.raises(SystemExit) as exited:
+        runpy.run_path(str(script), run_name="__main__")
+    assert exited.value.code != 0
+    assert "params.yaml: evaluate_corruptions.datasets: no entry 'demo' (entries: none)" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------------ evaluation

@@ -19,6 +19,7 @@ def test_a_corrupted_copy_goes_through_extraction_and_is_tested_with_the_clean_m
     params = project.params()
     params["corruptions"] = {NAME: {"dataset": "demo", "noise": "white_noise", "level": 0, "seed": 5}}
     params["extract"]["datasets"] = ["demo", NAME]
+    params["evaluate_corruptions"]["datasets"] = ["demo"]
     project.write_params(params)
     corrupted_stages = {f"corrupt@{NAME}", f"extract@{NAME}", f"assemble@{NAME}"}
     assert project.repro() == EXTRACT | corrupted_stages | {

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import crashing_extractor
+import fast_runs
 import pandas as pd
 import pytest
 from crashing_extractor import CrashingExtractor
@@ -26,17 +27,9 @@ from robustmm.cli import main
 from robustmm.executors import Shard
 from robustmm.features.base import EXTRACTORS, register
 from robustmm.features.extract import extract
-from robustmm.text_encoder import OFFLINE_ENCODER
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
-FAST = {
-    "text_mode": "frozen",
-    "text_encoder": OFFLINE_ENCODER,
-    "device": "cpu",
-    "epochs": 2,
-    "progress": False,
-    "torch_threads": 1,
-}
+FAST = {**fast_runs.FAST, "torch_threads": 1}
 RATES, SEEDS = [0.0, 0.5], [111, 1111]
 
 
@@ -226,30 +219,9 @@ def test_a_ray_sweep_gives_the_local_results_and_reuses_finished_runs(
 def test_sweep_shards_train_their_runs_and_the_full_sweep_writes_the_results(
     feature_file, serial_sweep, tmp_path, capsys
 ):
-    args = [
-        "sweep",
-        "--data",
-        str(feature_file),
-        "--dataset",
-        "sims",
-        "--rates",
-        "0,0.5",
-        "--seeds",
-        "111,1111",
-        "--text-mode",
-        "frozen",
-        "--text-encoder",
-        OFFLINE_ENCODER,
-        "--device",
-        "cpu",
-        "--epochs",
-        "2",
-        "--no-progress",
-        "--torch-threads",
-        "1",
-        "--out",
-        str(tmp_path),
-    ]
+    args = fast_runs.command(
+        "sweep", feature_file, "sims", tmp_path, rates="0,0.5", seeds="111,1111", epochs=2, torch_threads=1
+    )
     assert main([*args, "--shard", "1/2"]) == 0
     assert "shard 1/2: its runs are in" in capsys.readouterr().out
     assert sorted(path.parent.name for path in tmp_path.glob("runs/*/result.json")) == [

@@ -9,6 +9,8 @@ running MMSA's own trainer (`trains/missingTask/TFR_NET.py::do_train`) and robus
 import functools
 import importlib
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +20,9 @@ mmsa_model = pytest.importorskip(
     "MMSA.models.missingTask.TFR_NET.model",
     reason="the reference MMSA==2.2.1 is not installed (pip install -e '.[test]')",
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from faithful_vs_mmsa import mmsa_args  # noqa: E402 - MMSA's arguments, as the benchmark builds them
 
 from robustmm import train as training  # noqa: E402
 from robustmm.models.tfr_net import TFRNet, from_mmsa_state_dict  # noqa: E402
@@ -54,51 +59,6 @@ def tiny_params(**changes) -> TFRNetParams:
         batch_size=6,
     )
     return TFRNetParams(**{**settings, **changes})
-
-
-def mmsa_args(params: TFRNetParams, seq_lens=SEQ_LENS, feature_dims=FEATURE_DIMS, **extra):
-    """MMSA's `args` for TFR_NET (config_regression.json's keys) from robustmm's parameters."""
-    from easydict import EasyDict
-
-    return EasyDict(
-        model_name="tfr_net",
-        dataset_name="mosi",
-        train_mode="regression",
-        KeyEval="Loss",
-        device=torch.device("cpu"),
-        seq_lens=list(seq_lens),
-        feature_dims=list(feature_dims),
-        dst_feature_dim_nheads=[params.common_dim, params.num_heads],
-        nlevels=params.nlevels,
-        attn_dropout=params.attn_dropout[0],
-        attn_dropout_a=params.attn_dropout[1],
-        attn_dropout_v=params.attn_dropout[2],
-        relu_dropout=params.relu_dropout,
-        embed_dropout=params.embed_dropout,
-        res_dropout=params.res_dropout,
-        text_dropout=params.text_dropout,
-        attn_mask=True,
-        conv1d_kernel_size_l=params.conv_kernels[0],
-        conv1d_kernel_size_a=params.conv_kernels[1],
-        conv1d_kernel_size_v=params.conv_kernels[2],
-        num_temporal_head=params.num_temporal_head,
-        alignmentModule="crossmodal_attn",
-        generatorModule="linear",
-        fusionModule="c_gate",
-        recloss_type="combine",
-        without_generator=False,
-        weight_sim_loss=params.weight_sim_loss,
-        weight_gen_loss=list(params.recon_weights),
-        fusion_t_hid=params.fusion_hidden[0],
-        fusion_a_hid=params.fusion_hidden[1],
-        fusion_v_hid=params.fusion_hidden[2],
-        fusion_gru_layers=params.fusion_gru_layers,
-        fusion_drop=params.fusion_dropout,
-        cls_hidden_dim=params.cls_hidden_dim,
-        cls_dropout=params.cls_dropout,
-        use_bert_finetune=True,
-        **extra,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +98,7 @@ def build_pair(params: TFRNetParams, bert_dir, seed: int = 0):
     from transformers import BertModel
 
     torch.manual_seed(seed)
-    reference = mmsa_model.TFR_NET(mmsa_args(params))
+    reference = mmsa_model.TFR_NET(mmsa_args(params, SEQ_LENS, FEATURE_DIMS))
     ours = TFRNet(params, SEQ_LENS, FEATURE_DIMS, text_encoder=BertModel.from_pretrained(bert_dir), faithful=True)
     ours.load_state_dict(from_mmsa_state_dict(reference.state_dict()))
     return reference, ours
@@ -434,6 +394,8 @@ def test_faithful_training_is_mmsa_trainer(local_bert, tmp_path, monkeypatch):
     torch.manual_seed(2)
     args = mmsa_args(
         params,
+        SEQ_LENS,
+        FEATURE_DIMS,
         model_save_path=tmp_path / "mmsa.pth",
         cur_seed=config.seed,
         early_stop=params.early_stop,

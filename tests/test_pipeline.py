@@ -32,7 +32,8 @@ DEMO = REPO / "raw" / "demo"
 CLIPS = [("demo01", "01"), ("demo01", "02"), ("demo07", "01"), ("demo07", "02"), ("demo09", "01"), ("demo09", "02")]
 ADDED = ("demo01", "03")
 EXTRACT = {"extract@demo"}
-DOWNSTREAM = {"assemble@demo", "sweep@demo", "evaluate_corruptions@demo", "report"}
+# No evaluate_corruptions@demo: the tiny project, as params.yaml, has no corrupted copies.
+DOWNSTREAM = {"assemble@demo", "sweep@demo", "report"}
 
 
 def tiny_params() -> dict:
@@ -124,6 +125,7 @@ def project(tmp_path) -> Project:
     project.run("git", "config", "user.email", "test@example.com")
     project.run("git", "config", "user.name", "test")
     project.dvc("init", "-q")
+    shutil.copytree(REPO / ".dvc" / "plots", root / ".dvc" / "plots")  # the plot templates dvc.yaml names
     project.run("git", "add", "-A")
     project.run("git", "commit", "-qm", "tiny project")
     return project
@@ -147,7 +149,7 @@ def test_repro_reruns_exactly_what_each_change_affects(project):
     project.write_params(
         {**params, "datasets": {**params["datasets"], "tiny": {"data": "published/tiny.pkl", "preset": "custom"}}}
     )
-    assert project.repro("--dry") == {"sweep@tiny", "evaluate_corruptions@tiny", "report"}
+    assert project.repro("--dry") == {"sweep@tiny", "report"}
     project.write_params(params)
 
     # The stages up to the feature file run for real; that the sweep follows is DVC's plan (a dry run),
@@ -166,7 +168,7 @@ def test_repro_reruns_exactly_what_each_change_affects(project):
     assert {name: now[name] for name in ("bert", "mediapipe")} == {name: cached[name] for name in ("bert", "mediapipe")}
     assert len(now["mfcc"]) == len(CLIPS)
     assert all((project.root / "features" / "demo" / f"{m}.pkl").read_bytes() == b for m, b in features.items())
-    assert project.repro("--dry") == {"sweep@demo", "evaluate_corruptions@demo"}
+    assert project.repro("--dry") == {"sweep@demo"}
 
     before = project.cache_entries()
     write_dataset(project.root / "raw" / "demo", CLIPS + [ADDED])
@@ -199,21 +201,57 @@ def test_avec2019_import_stage(project, tmp_path):
     assert project.repro("import_avec2019@edaic") == set()
 
 
+def sweep_a_published_file(project: Project, training_clips: int, **sweep) -> dict:
+    """The project's only dataset made a synthetic published file `tiny` (no extraction), swept with `sweep`
+    over TINY_SWEEP; committed. Returns the params written."""
+    params = project.params()
+    preset = custom_preset("tiny", seq_lens=(8, 12, 10), feature_dims=(384, 5, 7))
+    (project.root / "published").mkdir()
+    tiny = synthetic.make_dataset(preset, sizes=(training_clips, 8, 8), seed=5)
+    data.write(tiny, project.root / "published" / "tiny.pkl")
+    encoder = params["datasets"]["demo"]["text_encoder"]
+    params["datasets"] = {"tiny": {"data": "published/tiny.pkl", "preset": "custom", "text_encoder": encoder}}
+    params["sweep"].update(TINY_SWEEP, **sweep)
+    project.write_params(params)
+    project.run("git", "add", "-A")
+    project.run("git", "commit", "-qm", "a tiny published dataset")
+    return params
+
+
+@pytest.mark.usefixtures("single_torch_thread")
+def test_dvc_plots_show_draws_every_runs_training_curves(project):
+    sweep_a_published_file(project, 24, epochs=2)
+    assert project.repro("sweep@tiny") == {"sweep@tiny"}
+    runs = project.root / "results" / "tiny" / "runs"
+    histories = {run.name: json.loads((run / "result.json").read_text())["history"] for run in runs.iterdir()}
+    assert sorted(histories) == ["rate_0.0_seed_1", "rate_0.5_seed_1"]
+
+    plots = json.loads(project.dvc("plots", "show", "--json"))["data"]
+    for curve in ("train_loss", "valid_loss", "learning_rate"):
+        (plot,) = plots[f"results/tiny/curves/{curve}.tsv"]
+        encoding = plot["content"]["encoding"]
+        assert (encoding["x"]["field"], encoding["y"]["field"], encoding["color"]["field"]) == ("epoch", curve, "run")
+        drawn = {
+            (point["run"], int(point["epoch"]), float(point[curve])) for point in plot["content"]["data"]["values"]
+        }
+        logged = {(run, entry["epoch"], entry[curve]) for run, history in histories.items() for entry in history}
+        assert drawn == logged and len(drawn) == 2 * 2
+    experiment = json.loads(project.dvc("exp", "show", "--json"))[0]["data"]["metrics"]
+    assert "auilc/MAE" in experiment["results/tiny/metrics.json"]["data"]
+
+    # A rerun reuses the finished runs (runs/ persists) and writes the same curves from their result.json.
+    curves = {path.name: path.read_bytes() for path in (project.root / "results" / "tiny" / "curves").iterdir()}
+    assert project.repro("--force", "sweep@tiny") == {"sweep@tiny"}
+    assert {path.name: path.read_bytes() for path in (project.root / "results" / "tiny" / "curves").iterdir()} == curves
+
+
 @pytest.mark.usefixtures("single_torch_thread")
 def test_a_killed_sweep_resumes_under_dvc_with_its_finished_runs(project, tmp_path):
     import robustmm
 
-    params = project.params()
-    preset = custom_preset("tiny", seq_lens=(8, 12, 10), feature_dims=(384, 5, 7))
-    (project.root / "published").mkdir()
-    data.write(synthetic.make_dataset(preset, sizes=(48, 8, 8), seed=5), project.root / "published" / "tiny.pkl")
-    encoder = params["datasets"]["demo"]["text_encoder"]
-    params["datasets"] = {"tiny": {"data": "published/tiny.pkl", "preset": "custom", "text_encoder": encoder}}
     rates = [0.0, 0.5, 1.0]
-    params["sweep"].update(TINY_SWEEP, rates=rates, epochs=4)
-    project.write_params(params)
-    project.run("git", "add", "-A")
-    project.run("git", "commit", "-qm", "a tiny published dataset")
+    params = sweep_a_published_file(project, 48, rates=rates, epochs=4)
+    encoder = params["datasets"]["tiny"]["text_encoder"]
 
     runs = project.root / "results" / "tiny" / "runs"
     # A new session, so that the kill takes DVC and the stage's python together, as a crash would.

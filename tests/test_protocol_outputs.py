@@ -4,6 +4,7 @@ preset source and TFR-Net overrides from the command line and a params section."
 import json
 
 import pytest
+from fast_runs import command
 
 from robustmm import data as feature_data
 from robustmm import report
@@ -11,7 +12,6 @@ from robustmm.cli import main
 from robustmm.experiments import write_outputs
 from robustmm.presets import get_preset
 from robustmm.synthetic import make_dataset
-from robustmm.text_encoder import OFFLINE_ENCODER
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -49,26 +49,7 @@ def test_cli_sweep_records_mode_source_overrides_and_protocol(feature_file, tmp_
     )
     code = main(
         [
-            "sweep",
-            "--data",
-            str(feature_file),
-            "--dataset",
-            "mosi",
-            "--rates",
-            "0,0.5",
-            "--seeds",
-            "111,1111",
-            "--out",
-            str(out),
-            "--epochs",
-            "1",
-            "--device",
-            "cpu",
-            "--no-progress",
-            "--text-mode",
-            "frozen",
-            "--text-encoder",
-            OFFLINE_ENCODER,
+            *command("sweep", feature_file, "mosi", out, rates="0,0.5", seeds="111,1111", epochs=1),
             "--preset-source",
             "mmsa",
             "--set",
@@ -122,25 +103,7 @@ def test_cli_sweep_records_mode_source_overrides_and_protocol(feature_file, tmp_
 
 
 def test_bad_settings_are_one_line_errors(feature_file, tmp_path, capsys):
-    base = [
-        "sweep",
-        "--data",
-        str(feature_file),
-        "--dataset",
-        "mosi",
-        "--rates",
-        "0",
-        "--seeds",
-        "1",
-        "--out",
-        str(tmp_path / "x"),
-        "--text-mode",
-        "frozen",
-        "--text-encoder",
-        OFFLINE_ENCODER,
-        "--device",
-        "cpu",
-    ]
+    base = command("sweep", feature_file, "mosi", tmp_path / "x", rates="0", seeds="1")
     assert main([*base, "--set", "lr_other=1e-3"]) == 2
     assert "unknown TFR-Net setting 'lr_other' (did you mean learning_rate_other?)" in capsys.readouterr().err
     assert main([*base, "--dataset", "mosei", "--preset-source", "tfr-net"]) == 2

@@ -5,18 +5,16 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from fast_runs import FAST, command
 
 import robustmm
 from robustmm import data as feature_data
 from robustmm.cli import main
-from robustmm.experiments import write_outputs
+from robustmm.experiments import write_curves, write_outputs
 from robustmm.presets import get_preset
 from robustmm.settings import SettingsError, SweepCommandSettings, load_command_settings
 from robustmm.synthetic import make_dataset
 from robustmm.text_encoder import OFFLINE_ENCODER
-
-FAST = {"text_mode": "frozen", "text_encoder": OFFLINE_ENCODER, "device": "cpu", "epochs": 2, "progress": False}
-
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -66,6 +64,8 @@ def test_sweep_writes_table_metrics_plot_data_and_figure_and_resumes(feature_fil
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("run ")]
     assert [("reused" in line) for line in lines] == [True, True, True, False]
     assert all((out / "runs" / name / "dvclive" / "metrics.json").exists() for name in results)
+    train_loss = pd.read_csv(out / "curves" / "train_loss.tsv", sep="\t")
+    assert sorted(set(train_loss["run"])) == sorted(results)  # the reused runs' curves too
     for name, path in results.items():
         assert (path.stat().st_mtime_ns == stamps[name]) == (name != "rate_0.5_seed_1111")
 
@@ -187,6 +187,30 @@ def test_undefined_metrics_are_written_as_null(tmp_path):
     assert on_disk["rate_0.5/MAE_mean"] == pytest.approx(1.0) and on_disk["auilc/MAE"] == pytest.approx(0.375)
 
 
+def test_curves_hold_one_row_per_run_and_epoch_without_undefined_values(tmp_path):
+    folder = tmp_path / "curves"
+    folder.mkdir()
+    (folder / "learning_rate_bert.tsv").write_text("run\tepoch\tlearning_rate_bert\nold\t1\t0.1\n")
+    histories = {
+        "rate_0.0_seed_1": [
+            {"epoch": 1, "train_loss": 2.5, "valid_loss": 1.25, "learning_rate": 0.002},
+            {"epoch": 2, "train_loss": float("nan"), "valid_loss": 1.0, "learning_rate": 0.001},
+        ],
+        "rate_0.5_seed_1": [{"epoch": 1, "train_loss": 3.0, "valid_loss": 2.0, "learning_rate": 0.002}],
+    }
+    write_curves(folder, histories)
+    assert sorted(path.name for path in folder.iterdir()) == ["learning_rate.tsv", "train_loss.tsv", "valid_loss.tsv"]
+    assert (folder / "train_loss.tsv").read_text() == (
+        "run\tepoch\ttrain_loss\nrate_0.0_seed_1\t1\t2.5\nrate_0.5_seed_1\t1\t3.0\n"
+    )
+    valid = pd.read_csv(folder / "valid_loss.tsv", sep="\t")
+    assert valid.values.tolist() == [
+        ["rate_0.0_seed_1", 1, 1.25],
+        ["rate_0.0_seed_1", 2, 1.0],
+        ["rate_0.5_seed_1", 1, 2.0],
+    ]
+
+
 def test_custom_dataset_with_its_metric_family_and_label_range(tmp_path, capsys):
     path = tmp_path / "phq.pkl"
     # AVEC-like labels on 0..24: outside the custom default range -3..3.
@@ -195,32 +219,12 @@ def test_custom_dataset_with_its_metric_family_and_label_range(tmp_path, capsys)
     )
     feature_data.write(dataset, path)
     out = tmp_path / "custom"
-    flags = [
-        "--data",
-        str(path),
-        "--dataset",
-        "custom",
-        "--rates",
-        "0,0.5",
-        "--seeds",
-        "111",
-        "--out",
-        str(out),
-        "--epochs",
-        "1",
-        "--text-mode",
-        "frozen",
-        "--text-encoder",
-        OFFLINE_ENCODER,
-        "--device",
-        "cpu",
-        "--no-progress",
-    ]
-    assert main(["sweep", *flags]) == 2
+    flags = command("sweep", path, "custom", out, rates="0,0.5", seeds="111", epochs=1)
+    assert main(flags) == 2
     error = capsys.readouterr().err
     assert str(path) in error and "outside the label range -3,3" in error and "--label-range" in error
 
-    assert main(["sweep", *flags, "--metric-family", "avec", "--label-range", "0,24"]) == 0
+    assert main([*flags, "--metric-family", "avec", "--label-range", "0,24"]) == 0
     assert {"auilc/CCC", "auilc/RMSE", "auilc/MAE"} <= set(json.loads((out / "metrics.json").read_text()))
     checkpoint = out / "runs" / "rate_0.5_seed_111" / "best.pt"
     assert main(["evaluate", str(checkpoint), "--data", str(path), "--device", "cpu"]) == 0
@@ -256,28 +260,7 @@ def test_close_rates_get_their_own_runs_and_a_changed_sweep_is_refused_or_overwr
     assert {"rate_0.0/MAE_mean", "rate_0.001/MAE_mean", "rate_0.004/MAE_mean"} <= set(flat)
     assert len(pd.read_csv(out / "results.csv")) == 3
 
-    flags = [
-        "sweep",
-        "--data",
-        str(feature_file),
-        "--dataset",
-        "sims",
-        "--rates",
-        "0,0.001,0.004",
-        "--seeds",
-        "111",
-        "--out",
-        str(out),
-        "--epochs",
-        "2",
-        "--text-mode",
-        "frozen",
-        "--text-encoder",
-        OFFLINE_ENCODER,
-        "--device",
-        "cpu",
-        "--no-progress",
-    ]
+    flags = command("sweep", feature_file, "sims", out, rates="0,0.001,0.004", seeds="111", epochs=2)
     assert main(flags) == 2
     error = capsys.readouterr().err
     assert f"{out / 'runs' / 'rate_0.0_seed_111'}: holds a different run" in error
@@ -374,26 +357,7 @@ def test_a_pattern_sweep_keeps_its_own_runs_and_a_changed_pattern_retrains(featu
 
     # Other span lengths are another run: refused without --overwrite, retrained with it.
     flags = [
-        "sweep",
-        "--data",
-        str(feature_file),
-        "--dataset",
-        "sims",
-        "--rates",
-        "0,0.5",
-        "--seeds",
-        "111",
-        "--out",
-        str(out),
-        "--epochs",
-        "1",
-        "--text-mode",
-        "frozen",
-        "--text-encoder",
-        OFFLINE_ENCODER,
-        "--device",
-        "cpu",
-        "--no-progress",
+        *command("sweep", feature_file, "sims", out, rates="0,0.5", seeds="111", epochs=1),
         "--missing",
         "block",
         "--min-span",
@@ -420,24 +384,7 @@ def test_train_and_evaluate_take_the_runs_pattern(feature_file, tmp_path):
     assert (
         main(
             [
-                "train",
-                "--data",
-                str(feature_file),
-                "--dataset",
-                "sims",
-                "--rate",
-                "1",
-                "--out",
-                str(out),
-                "--epochs",
-                "1",
-                "--text-mode",
-                "frozen",
-                "--text-encoder",
-                OFFLINE_ENCODER,
-                "--device",
-                "cpu",
-                "--no-progress",
+                *command("train", feature_file, "sims", out, rate=1, epochs=1),
                 "--missing",
                 "modality",
                 "--absent-modalities",

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from fast_runs import command
 
 import robustmm
 from robustmm import data as feature_data
@@ -367,26 +368,7 @@ def test_zero_epochs_or_batch_size_are_refused(feature_file, tmp_path, capsys):
             progress=False,
         )
     for flag in ("--epochs", "--batch-size"):
-        code = main(
-            [
-                "train",
-                "--data",
-                str(feature_file),
-                "--dataset",
-                "mosi",
-                "--out",
-                str(tmp_path / "run"),
-                flag,
-                "0",
-                "--text-mode",
-                "frozen",
-                "--text-encoder",
-                OFFLINE_ENCODER,
-                "--device",
-                "cpu",
-                "--no-progress",
-            ]
-        )
+        code = main([*command("train", feature_file, "mosi", tmp_path / "run"), flag, "0"])
         assert code == 2 and f"{flag}: 0 is not allowed" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
