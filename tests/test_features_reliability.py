@@ -216,9 +216,9 @@ def test_workers_of_the_robustmm_command_import_only_what_their_extractors_need(
         import sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from robustmm.cli import main  # what the `robustmm` script runs, in the stage and again in each worker
-        import module_probe_extractor
+        import crashing_extractor
         from robustmm.features.base import register
-        register(module_probe_extractor.ModuleProbeExtractor)
+        register(crashing_extractor.ModuleProbeExtractor)
         if __name__ == "__main__":
             sys.exit(main(["extract", "--dataset", {str(root)!r}, "--audio", "test-module-probe", "--workers", "2",
                            "--output-dir", {str(tmp_path / "out")!r}, "--cache-dir", {str(tmp_path / "cache")!r},
