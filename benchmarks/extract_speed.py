@@ -17,6 +17,7 @@ import argparse
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -56,6 +57,14 @@ def _cpu_seconds() -> float:
     return time.process_time() + children.ru_utime + children.ru_stime
 
 
+def _state() -> str:
+    """The load average and the commit measured: figures taken beside other work mean little."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).resolve().parent
+    ).stdout.strip()
+    return f"load average {' '.join(f'{load:.2f}' for load in os.getloadavg())}, commit {commit or 'unknown'}"
+
+
 def landmarking_bound(paths: list[str], fps: float, workers: int) -> tuple[float, float]:
     """Wall and CPU seconds of decoding + FaceLandmarker on every sampled frame, models already loaded."""
     with ProcessPoolExecutor(
@@ -89,7 +98,7 @@ def main() -> None:
     for clip in clips:
         with av.open(str(clip.path)) as container:
             seconds += container.duration / av.time_base
-    print(f"{count} clips, {seconds:.1f} s of video, vision at {args.fps:g} fps, {os.cpu_count()} CPUs")
+    print(f"{count} clips, {seconds:.1f} s of video, vision at {args.fps:g} fps, {os.cpu_count()} CPUs, {_state()}")
 
     runs = {
         "bert (text)": {"text": ("bert", {})},
@@ -151,7 +160,9 @@ def main() -> None:
                     walls[("whole", workers)].append(timed(name, workers, settings, round_))
                 elif round_ == 0 and not (name.startswith("bert") and workers > 1):  # text has no workers
                     timed(name, workers, settings, round_)
-    print(f"\nmedians over {args.rounds} interleaved rounds; ratio: whole-set throughput / bound throughput")
+    print(
+        f"\nmedians over {args.rounds} interleaved rounds; ratio: whole-set throughput / bound throughput; {_state()}"
+    )
     print(f"{'workers':>7} {'bound s':>8} {'whole s':>8} {'ratio':>6} {'median of round ratios':>23}")
     for workers in args.workers:
         bounds, wholes = walls[("bound", workers)], walls[("whole", workers)]

@@ -2,6 +2,10 @@
 
 A bad input or setting ends with `robustmm COMMAND: error: ...` and exit status 2 (robustmm.errors);
 `robustmm --debug COMMAND ...` shows the traceback instead.
+
+The commands' modules are imported when the parser is built, not when this module is: extraction workers are
+started by spawning a fresh interpreter that imports the main script again (`robustmm`, which imports this
+module), and the commands' imports (torch, scikit-learn, pandas: seconds) would run in every worker.
 """
 
 from __future__ import annotations
@@ -9,13 +13,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from robustmm import avec2019, data, demo, experiments, presets, synthetic
-from robustmm.corruption import cli as corruption_cli
 from robustmm.errors import DEBUG_VARIABLE, report_errors
-from robustmm.features import cli as features_cli
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    from robustmm import data
+
     loaded = data.read_pkl(args.file)
     replaced = data.normalise(loaded)
     print(f"{args.file}")
@@ -33,6 +36,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_make_synthetic(args: argparse.Namespace) -> int:
+    from robustmm import data, presets, synthetic
+
     preset = presets.get_preset(args.dataset)
     dataset = synthetic.make_dataset(preset, sizes=tuple(args.sizes), seed=args.seed)
     data.write(dataset, args.out)
@@ -48,6 +53,10 @@ def _int_triple(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from robustmm import avec2019, demo, experiments
+    from robustmm.corruption import cli as corruption_cli
+    from robustmm.features import cli as features_cli
+
     parser = argparse.ArgumentParser(prog="robustmm", description=__doc__)
     parser.add_argument(
         "--debug",

@@ -1,8 +1,10 @@
-"""A test-only extractor whose worker process dies on a chosen clip (the spawned workers import it by module name;
-tests register it only while they run, so the registry other tests see stays the real one)."""
+"""Test-only extractors: one whose worker process dies on a chosen clip, one that says which heavy modules its
+worker imported (the spawned workers import them by module name; tests register them only while they run, so the
+registry other tests see stays the real one)."""
 
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,3 +61,27 @@ class CrashingExtractor(FileExtractor):
         elif self.config.marker_dir:
             (markers / f"done-{path.stem}").touch()
         return np.array([[path.stat().st_size]], np.float32), {}
+
+
+# What no extraction worker needs unless its extractors do: the training stack, MediaPipe's drawing helpers' and
+# the text encoder's packages.
+PROBED_MODULES = ("torch", "sklearn", "pandas", "transformers", "mediapipe", "matplotlib", "cv2", "librosa")
+
+
+@dataclass
+class ModuleProbeConfig:
+    pass
+
+
+class ModuleProbeExtractor(CrashingExtractor):
+    """One row per clip: 1 for each of PROBED_MODULES that the extracting process has imported."""
+
+    name = "test-module-probe"
+    config_class = ModuleProbeConfig
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(PROBED_MODULES)
+
+    def extract_file(self, path: Path) -> tuple[np.ndarray, dict]:
+        return np.array([[module in sys.modules for module in PROBED_MODULES]], np.float32), {}

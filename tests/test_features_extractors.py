@@ -254,6 +254,35 @@ def test_librosa_memoized_cqt_filters_give_identical_features():
             assert extractor.extract(tone).tobytes() == expected.tobytes()
 
 
+@pytest.mark.parametrize("tuning", [-0.5, -0.13, 0.0, 0.27, 0.49])
+def test_librosa_filter_banks_built_as_csr_are_librosas_own(tuning):
+    """robustmm builds the constant-Q filter banks with its own sparsification: the same matrix, entry by entry."""
+    import importlib
+
+    import librosa
+
+    from robustmm.features.audio import _vqt_filter_fft
+
+    constantq = importlib.import_module("librosa.core.constantq")
+    builder = getattr(constantq, "__vqt_filter_fft")
+    librosa_builder = getattr(builder, "__wrapped__", builder)
+    # chroma_cqt's bank: 7 octaves of 36 bins from C1 at the estimated tuning, an octave per halved sample rate.
+    freqs = librosa.cqt_frequencies(252, fmin=librosa.note_to_hz("C1") * 2 ** (tuning / 12), bins_per_octave=36)
+    for octave in range(7):
+        args = (22050 / 2**octave, freqs[252 - 36 * (octave + 1) : 252 - 36 * octave], 1, 1, 0.01)
+        expected, expected_n_fft, expected_lengths = librosa_builder(*args)
+        built, n_fft, lengths = _vqt_filter_fft(*args)
+        assert (n_fft, lengths.tobytes(), built.shape, built.dtype) == (
+            expected_n_fft,
+            expected_lengths.tobytes(),
+            expected.shape,
+            expected.dtype,
+        )
+        for part in ("data", "indices", "indptr"):
+            have, want = getattr(built, part), getattr(expected, part)
+            assert have.dtype == want.dtype and have.tobytes() == want.tobytes(), part
+
+
 def test_librosa_recipes_names_and_checks():
     sims = create_extractor("librosa")
     assert sims.feature_names[:2] == ["zero_crossing_rate", "mfcc_0"] and sims.feature_names[-1] == "chroma_cqt_B"

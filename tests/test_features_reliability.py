@@ -203,6 +203,72 @@ def test_workers_die_with_a_killed_stage(crashing, tmp_path):
             os.kill(worker, signal.SIGKILL)
 
 
+def test_the_robustmm_command_imports_no_command_module_until_it_parses():
+    # A spawned worker imports the main script again: for `robustmm`, this module.
+    probe = "import sys, robustmm.cli; print(sorted(m for m in ('torch', 'sklearn', 'pandas', 'numpy') if m in sys.modules))"
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO)
+    assert run.stdout.strip() == "[]"
+
+
+def test_workers_of_the_robustmm_command_import_only_what_their_extractors_need(tmp_path):
+    root = write_byte_clips(tmp_path / "d", 2)
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from robustmm.cli import main  # what the `robustmm` script runs, in the stage and again in each worker
+        import crashing_extractor
+        from robustmm.features.base import register
+        register(crashing_extractor.ModuleProbeExtractor)
+        if __name__ == "__main__":
+            sys.exit(main(["extract", "--dataset", {str(root)!r}, "--audio", "test-module-probe", "--workers", "2",
+                           "--output-dir", {str(tmp_path / "out")!r}, "--cache-dir", {str(tmp_path / "cache")!r},
+                           "--no-progress"]))
+    """)
+    (tmp_path / "stage.py").write_text(script)
+    run = subprocess.run(
+        [sys.executable, str(tmp_path / "stage.py")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    features = read_features(tmp_path / "out" / "audio.pkl")
+    imported = {
+        name
+        for rows in features["features"]
+        for name, flag in zip(features["extractor"]["feature_names"], rows[0])
+        if flag
+    }
+    assert len(features["features"]) == 2 and imported == set()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fcntl lock")
+def test_librosa_loads_without_the_numba_cache_lock_once_it_has_loaded_into_the_cache(tmp_path):
+    script = textwrap.dedent("""
+        from robustmm.features.base import create_extractor
+        from robustmm.features.cache import jit_cache_marker
+        from robustmm.features.extract import _load_extractors
+
+        extractors = [create_extractor("librosa")]
+        _load_extractors(extractors)
+        print(jit_cache_marker(extractors))
+    """)
+    load = [sys.executable, "-c", script]
+    first = subprocess.run(load, capture_output=True, text=True, cwd=REPO, timeout=600, check=True)
+    marker = Path(first.stdout.strip().splitlines()[-1])
+    assert marker.is_file() and marker.parent == use_private_jit_cache()
+    import fcntl
+
+    with open(marker.parent / "robustmm.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process loading: a load that waited for the lock never ends
+        try:
+            second = subprocess.run(load, capture_output=True, text=True, cwd=REPO, timeout=120)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    assert second.returncode == 0 and second.stdout.strip().splitlines()[-1] == str(marker)
+
+
 def test_two_workers_compile_librosa_into_a_fresh_numba_cache_without_crashing(tmp_path, monkeypatch):
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "numba"))  # the workers inherit it
     root = tmp_path / "d"

@@ -114,6 +114,30 @@ def use_private_jit_cache() -> Path:
     return Path(os.environ[JIT_CACHE_ENV_VAR])
 
 
+def jit_cache_marker(extractors: list[Extractor]) -> Path:
+    """The file that says `extractors` have loaded into the private numba cache once, holding its lock: the cache
+    then holds every kernel their load compiles, and later processes load them side by side without the lock
+    (waiting for it put the second worker of a pool a whole librosa import behind the first). It names what
+    the kernels depend on: the extractors and configs, the librosa and numba versions and this CPU (numba
+    compiles for the host CPU)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import llvmlite.binding
+
+    def installed(package: str) -> str | None:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return None
+
+    identity = json.dumps({
+        "extractors": [[extractor.name, extractor.version, dataclasses.asdict(extractor.config)] for extractor in extractors],
+        "packages": {package: installed(package) for package in ("librosa", "numba", "llvmlite", "numpy")},
+        "cpu": [llvmlite.binding.get_host_cpu_name(), llvmlite.binding.get_host_cpu_features().flatten()],
+    }, sort_keys=True)
+    return use_private_jit_cache() / f"loaded-{hashlib.sha256(identity.encode('utf-8')).hexdigest()[:24]}"
+
+
 @contextlib.contextmanager
 def jit_cache_lock():
     """Hold the numba cache's lock: one process at a time loads extractors, so the first compiles and writes the

@@ -30,8 +30,8 @@ from tqdm import tqdm
 
 from robustmm import data
 from robustmm.features.base import AudioExtractor, Extractor, FileExtractor, FrameExtractor, create_extractor
-from robustmm.features.cache import (ClipResult, DamagedEntry, FeatureCache, file_hash, jit_cache_lock, text_hash,
-                                     use_private_jit_cache)
+from robustmm.features.cache import (ClipResult, DamagedEntry, FeatureCache, file_hash, jit_cache_lock, jit_cache_marker,
+                                     text_hash, use_private_jit_cache)
 from robustmm.features.dataset import Clip, read_dataset
 from robustmm.features.decode import ClipError, decode_clip
 from robustmm.features.text import BertExtractor
@@ -129,15 +129,22 @@ def _warn(message: str) -> None:
 
 
 def _load_extractors(extractors: list[Extractor]) -> None:
-    """Load every extractor; those using numba's disk cache one process at a time (jit_cache_lock), the rest first,
-    beside the other workers (MediaPipe's import alone takes seconds)."""
+    """Load every extractor; those using numba's disk cache one process at a time (jit_cache_lock) until one
+    process has loaded them into it (jit_cache_marker), then side by side; the rest first, beside the other
+    workers (MediaPipe's import alone takes seconds)."""
     for extractor in extractors:
         if not extractor.uses_jit_cache:
             extractor.load()
     if compiled := [extractor for extractor in extractors if extractor.uses_jit_cache]:
+        marker = jit_cache_marker(compiled)
+        if marker.is_file():
+            for extractor in compiled:
+                extractor.load()
+            return
         with jit_cache_lock():
             for extractor in compiled:
                 extractor.load()
+            marker.touch()
 
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -407,7 +414,10 @@ def _transcript_tokens(extractor: BertExtractor, clips: list[Clip]) -> list[int]
     """Tokens of each whole transcript with [CLS] and [SEP], before `max_length` cuts it (assemble reports the cut)."""
     from robustmm.text_encoder import OFFLINE_ENCODER, TextEncoder
 
-    tokenizer = TextEncoder(extractor.config.model or OFFLINE_ENCODER, load_weights=False).tokenizer
+    if extractor.loaded:  # the encoding's own tokenizer: loading another took longer than the counting
+        tokenizer = extractor.encoder.tokenizer
+    else:  # every transcript was cached
+        tokenizer = TextEncoder(extractor.config.model or OFFLINE_ENCODER, load_weights=False).tokenizer
     return [len(ids) for ids in tokenizer([clip.text for clip in clips], verbose=False)["input_ids"]]
 
 

@@ -47,6 +47,10 @@ class BertExtractor(Extractor):
         self._encoder = None
 
     @property
+    def loaded(self) -> bool:
+        return self._encoder is not None
+
+    @property
     def encoder(self):
         if self._encoder is None:
             from robustmm.text_encoder import OFFLINE_ENCODER, TextEncoder
