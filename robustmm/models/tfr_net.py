@@ -62,7 +62,7 @@ def dropout(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
     if not training or rate == 0 or x.is_cuda:
         return F.dropout(x, rate, training)
     kept = torch.rand(x.shape, device=x.device) >= rate  # float32 draws also under autocast: an exact rate
-    return x * (kept * (1 / (1 - rate))).to(x.dtype)
+    return torch.where(kept, x * (1 / (1 - rate)), 0.0)  # backward keeps the boolean mask only, as F.dropout's
 
 
 def largest_divisor_at_most(n: int, limit: int) -> int:
