@@ -251,7 +251,9 @@ class PairedGRU(torch.autograd.Function):
         for t in range(length):
             gates_h = torch.addmm(recurrent_bias, h.view(batch, -1), recurrent).view(batch, pairs, 3 * hidden)
             rz = torch.sigmoid(gates_in[t, :, :, : 2 * hidden] + gates_h[:, :, : 2 * hidden])
-            n = torch.tanh(torch.addcmul(gates_in[t, :, :, 2 * hidden :], rz[:, :, :hidden], gates_h[:, :, 2 * hidden :]))
+            n = torch.tanh(
+                torch.addcmul(gates_in[t, :, :, 2 * hidden :], rz[:, :, :hidden], gates_h[:, :, 2 * hidden :])
+            )
             h = torch.lerp(n, h, rz[:, :, hidden:], out=outputs[t])  # (1 - z) n + z h
             if keep:
                 reset_update[t], new_gate[t], recurrent_new[t] = rz, n, gates_h[:, :, 2 * hidden :]
