@@ -191,6 +191,7 @@ class TransformerEncoder(nn.Module):
         super().__init__()
         self.scale, self.positions, self.embed_dropout = math.sqrt(dim), positions, params.embed_dropout
         self.faithful = faithful
+        self.checkpointing = False  # set by TFRNet
         self.layers = nn.ModuleList(
             TransformerLayer(dim, heads, attn_dropout, params.relu_dropout, params.res_dropout, faithful)
             for _ in range(layers)
@@ -212,7 +213,13 @@ class TransformerEncoder(nn.Module):
         if context is not None and self.faithful and self.training and self.embed_dropout:
             values = self.embed(context)
         for layer in self.layers:
-            x = layer(x, keys, values, mask)
+            if self.checkpointing and self.training and torch.is_grad_enabled():
+                # Recomputed in backward, the random state restored (the same dropout). Layer by layer: only one
+                # layer's activations are alive at a time in backward (faithful mode's 500 x 500 weight-dropout
+                # maps: ~0.5 GB a layer at MOSI shapes, batch 24).
+                x = checkpoint(layer, x, keys, values, mask, use_reentrant=False)
+            else:
+                x = layer(x, keys, values, mask)
         return self.norm(x)
 
 
@@ -442,6 +449,12 @@ class TFRNet(nn.Module):
             nn.Dropout(p.cls_dropout),
             nn.Linear(p.cls_hidden_dim, 1),
         )
+        # The transformers' saved activations at MOSI shapes (batch 24) are 1.2 GB, 0.6 of them the
+        # reconstruction's (its feed-forward layers are 4 L = 2000 wide); recomputing them costs one more forward
+        # of the transformers. The fusion GRUs are not recomputed: 500 recurrent steps cost more than they hold.
+        for module in self.modules():
+            if isinstance(module, TransformerEncoder):
+                module.checkpointing = checkpointing
 
     def encode_text(self, text_bert: torch.Tensor) -> torch.Tensor:
         return self.text_encoder(
@@ -471,17 +484,6 @@ class TFRNet(nn.Module):
             # Zeroed padding steps make the result independent of padded values.
             channels = self.reconstructors[index]((features * valid[:, :, None]).transpose(1, 2))
         return self.back_projections[index](channels.transpose(1, 2))
-
-    def checkpointed(self, function, *args):
-        """function(*args), recomputed in backward instead of keeping its activations when gradients flow.
-
-        Used for the transformers: at MOSI shapes (batch 24) their saved activations are 1.2 GB (0.6 of them
-        the reconstruction's, whose feed-forward layers are 4 L = 2000 wide), recomputed in backward for a
-        tenth of a step's time. The random state is restored for the recomputation: the same dropout.
-        Off (`checkpointing=False`) where memory allows: the same function, without the recomputation."""
-        if not (self.checkpointing and self.training and torch.is_grad_enabled()):
-            return function(*args)
-        return checkpoint(function, *args, use_reentrant=False)
 
     def contextualise(self, q: int, projected: list[torch.Tensor], valid: list[torch.Tensor]) -> torch.Tensor:
         """Modality q's intra-modal and two cross-modal transformer outputs, concatenated: (B, L_q, 3d)."""
@@ -515,13 +517,13 @@ class TFRNet(nn.Module):
             h = self.projections[index](x.transpose(1, 2)).transpose(1, 2)
             projected.append(self.simam(h, valid[index]) if self.simam is not None else h)
 
-        hidden = [self.checkpointed(self.contextualise, q, projected, valid) for q in range(len(MODALITIES))]
+        hidden = [self.contextualise(q, projected, valid) for q in range(len(MODALITIES))]
         # The keep masks are the simulator's: only the loss reads them, never the prediction's path.
         recon_loss = (
             torch.stack(
                 [
                     self.reconstruction_loss(
-                        self.checkpointed(self.reconstruct, m, hidden[m], valid[m]),
+                        self.reconstruct(m, hidden[m], valid[m]),
                         targets[m],
                         valid[m] - batch[f"{MODALITIES[m]}_keep"].to(valid[m].dtype),
                     )
