@@ -1,6 +1,7 @@
 """TFR-Net and SimAM: shapes for every preset, padding masking, the reconstruction loss, the faithful switch."""
 
 import dataclasses
+import re
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from robustmm.models.simam import simam
-from robustmm.models.tfr_net import BiGRU, TFRNet
+from robustmm.models.tfr_net import BiGRU, PairedGRU, TFRNet, dropout
 from robustmm.presets import PRESETS, get_preset
 
 TEXT_DIM = 16
@@ -155,10 +156,30 @@ def test_bigru_matches_gru_on_packed_sequences():
         for weight in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
             getattr(ours.ahead[layer], f"{weight}_l0").data.copy_(getattr(reference, f"{weight}_l{layer}"))
             getattr(ours.behind[layer], f"{weight}_l0").data.copy_(getattr(reference, f"{weight}_l{layer}_reverse"))
-    x, lengths = torch.randn(3, 9, 7), torch.tensor([9, 4, 1])
+    x, lengths = torch.randn(3, 9, 7, requires_grad=True), torch.tensor([9, 4, 1])
     packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
     expected = pad_packed_sequence(reference(packed)[0], batch_first=True, total_length=9)[0]
-    torch.testing.assert_close(ours(x, lengths), expected)
+    actual = ours(x, lengths)
+    torch.testing.assert_close(actual, expected)
+    # The same gradients, for the input and for every weight (PairedGRU's backward is written by hand).
+    weights = torch.randn_like(expected)
+    expected_grads = torch.autograd.grad((expected * weights).sum(), [x, *reference.parameters()])
+    actual_grads = torch.autograd.grad((actual * weights).sum(), [x, *ours.parameters()])
+    torch.testing.assert_close(actual_grads[0], expected_grads[0])
+    ours_by_name = dict(zip((name for name, _ in ours.named_parameters()), actual_grads[1:]))
+    for name, grad in zip((name for name, _ in reference.named_parameters()), expected_grads[1:]):
+        weight, layer = re.fullmatch(r"(\w+)_l(\d+)(?:_reverse)?", name).groups()
+        direction = "behind" if name.endswith("_reverse") else "ahead"
+        torch.testing.assert_close(ours_by_name[f"{direction}.{layer}.{weight}_l0"], grad, msg=name)
+    with torch.no_grad():  # inference steps without keeping what backward needs: the same outputs
+        torch.testing.assert_close(ours(x, lengths), expected)
+
+
+def test_paired_gru_gradients_are_the_derivatives():
+    torch.manual_seed(0)
+    shapes = [(2, 3, 5, 4), (2, 9, 4), (2, 9, 3), (2, 9), (2, 9)]
+    inputs = [torch.randn(shape, dtype=torch.float64, requires_grad=True) for shape in shapes]
+    assert torch.autograd.gradcheck(PairedGRU.apply, inputs)
 
 
 def test_simam_statistics_use_only_valid_steps():
@@ -320,3 +341,16 @@ def test_simam_gates_every_valid_step_and_passes_padding():
     out = simam(x, valid)
     assert not torch.equal(out[0, :3], x[0, :3])
     torch.testing.assert_close(out[0, 3:], x[0, 3:])
+
+
+def test_cpu_dropout_zeroes_the_rate_and_scales_the_rest():
+    torch.manual_seed(0)
+    x = torch.ones(200_000, requires_grad=True)
+    y = dropout(x, 0.2, training=True)
+    assert abs(float((y == 0).float().mean()) - 0.2) < 0.005
+    assert set(y.unique().tolist()) == {0.0, 1.25}
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, y.detach())  # the gradient passes through the kept elements, scaled
+    assert dropout(x, 0.2, training=False) is x
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert dropout(torch.ones(4, 4).to(torch.bfloat16), 0.5, training=True).dtype == torch.bfloat16

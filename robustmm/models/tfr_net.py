@@ -54,6 +54,17 @@ def key_padding_mask(valid: torch.Tensor) -> torch.Tensor:
     return allowed[:, None, None, :]
 
 
+def dropout(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
+    """F.dropout's function (zero each element with probability `rate`, scale the rest by 1 / (1 - rate)).
+
+    On CPU the mask comes from torch.rand, not bernoulli_: a third of the time per element, and the dropouts of
+    a MOSI-shaped TFR-Net step touch ~60 M elements. CUDA keeps its fused kernel."""
+    if not training or rate == 0 or x.is_cuda:
+        return F.dropout(x, rate, training)
+    kept = torch.rand(x.shape, device=x.device) >= rate  # float32 draws also under autocast: an exact rate
+    return torch.where(kept, x * (1 / (1 - rate)), 0.0)  # backward keeps the boolean mask only, as F.dropout's
+
+
 def largest_divisor_at_most(n: int, limit: int) -> int:
     return next(k for k in range(min(n, max(limit, 1)), 0, -1) if n % k == 0)
 
@@ -154,9 +165,9 @@ class TransformerLayer(nn.Module):
             keys, values = (
                 (self.norm_attn(keys),) * 2 if values is keys else (self.norm_attn(keys), self.norm_attn(values))
             )
-        x = x + F.dropout(self.attention(normed, keys, values, mask), self.res_dropout, self.training)
-        hidden = F.dropout(F.relu(self.fc1(self.norm_ff(x))), self.relu_dropout, self.training)
-        return x + F.dropout(self.fc2(hidden), self.res_dropout, self.training)
+        x = x + dropout(self.attention(normed, keys, values, mask), self.res_dropout, self.training)
+        hidden = dropout(F.relu(self.fc1(self.norm_ff(x))), self.relu_dropout, self.training)
+        return x + dropout(self.fc2(hidden), self.res_dropout, self.training)
 
 
 class TransformerEncoder(nn.Module):
@@ -180,6 +191,7 @@ class TransformerEncoder(nn.Module):
         super().__init__()
         self.scale, self.positions, self.embed_dropout = math.sqrt(dim), positions, params.embed_dropout
         self.faithful = faithful
+        self.checkpointing = False  # set by TFRNet
         self.layers = nn.ModuleList(
             TransformerLayer(dim, heads, attn_dropout, params.relu_dropout, params.res_dropout, faithful)
             for _ in range(layers)
@@ -191,7 +203,7 @@ class TransformerEncoder(nn.Module):
         if self.positions:
             table = sinusoidal_positions(x.shape[1], x.shape[2], x.device).to(x.dtype)
             scaled = scaled + (table * (x[:, :, :1] != 0) if self.faithful else table)
-        return F.dropout(scaled, self.embed_dropout, self.training)
+        return dropout(scaled, self.embed_dropout, self.training)
 
     def forward(
         self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None
@@ -201,17 +213,99 @@ class TransformerEncoder(nn.Module):
         if context is not None and self.faithful and self.training and self.embed_dropout:
             values = self.embed(context)
         for layer in self.layers:
-            x = layer(x, keys, values, mask)
+            if self.checkpointing and self.training and torch.is_grad_enabled():
+                # Recomputed in backward, the random state restored (the same dropout). Layer by layer: only one
+                # layer's activations are alive at a time in backward (faithful mode's 500 x 500 weight-dropout
+                # maps: ~0.5 GB a layer at MOSI shapes, batch 24).
+                x = checkpoint(layer, x, keys, values, mask, use_reentrant=False)
+            else:
+                x = layer(x, keys, values, mask)
         return self.norm(x)
+
+
+class PairedGRU(torch.autograd.Function):
+    """Two independent one-layer GRUs (PyTorch's gate equations), stacked on dim 0, stepped together.
+
+    x (2, B, T, I) with weights (2, 3H, I), (2, 3H, H) and biases (2, 3H) gives the outputs (2, B, T, H).
+    nn.GRU on CPU runs each direction and layer alone, and its autograd backward replays ~10 small ops per step
+    (1.2 s of a 6.5 s MOSI-shaped step). Here both directions share each step's one matmul (a block-diagonal
+    recurrent weight: a single small GEMM, which BLAS keeps on one thread, where a batched one would wait for
+    a second thread every step), the input projection and the weight gradients are one matmul over all steps,
+    and the backward loop keeps only what depends on the carried gradient (4 ops a step)."""
+
+    @staticmethod
+    def forward(ctx, x, weight_ih, weight_hh, bias_ih, bias_hh):
+        outputs, saved = PairedGRU.run(x, weight_ih, weight_hh, bias_ih, bias_hh, keep=True)
+        ctx.save_for_backward(x, weight_ih, weight_hh, *saved)
+        return outputs
+
+    @staticmethod
+    def run(x, weight_ih, weight_hh, bias_ih, bias_hh, keep: bool):
+        """The outputs (2, B, T, H) and, with `keep`, what the backward needs."""
+        pairs, batch, length, _ = x.shape
+        hidden = weight_hh.shape[2]
+        # Every step's gate inputs in one matmul, laid out (T, B, 2, 3H) so that a step is one contiguous block.
+        gates_in = torch.baddbmm(bias_ih[:, None, :], x.reshape(pairs, batch * length, -1), weight_ih.transpose(1, 2))
+        gates_in = gates_in.view(pairs, batch, length, 3 * hidden).permute(2, 1, 0, 3).contiguous()
+        recurrent = torch.block_diag(*weight_hh.transpose(1, 2))  # (2H, 6H): [h_0 | h_1] -> [gates_0 | gates_1]
+        recurrent_bias = bias_hh.reshape(-1)
+        outputs = x.new_empty(length, batch, pairs, hidden)
+        if keep:
+            reset_update = x.new_empty(length, batch, pairs, 2 * hidden)
+            new_gate = x.new_empty(length, batch, pairs, hidden)
+            recurrent_new = x.new_empty(length, batch, pairs, hidden)
+        h = x.new_zeros(batch, pairs, hidden)
+        for t in range(length):
+            gates_h = torch.addmm(recurrent_bias, h.view(batch, -1), recurrent).view(batch, pairs, 3 * hidden)
+            rz = torch.sigmoid(gates_in[t, :, :, : 2 * hidden] + gates_h[:, :, : 2 * hidden])
+            n = torch.tanh(
+                torch.addcmul(gates_in[t, :, :, 2 * hidden :], rz[:, :, :hidden], gates_h[:, :, 2 * hidden :])
+            )
+            h = torch.lerp(n, h, rz[:, :, hidden:], out=outputs[t])  # (1 - z) n + z h
+            if keep:
+                reset_update[t], new_gate[t], recurrent_new[t] = rz, n, gates_h[:, :, 2 * hidden :]
+        saved = (outputs, reset_update, new_gate, recurrent_new, recurrent) if keep else ()
+        return outputs.permute(2, 1, 0, 3).contiguous(), saved
+
+    @staticmethod
+    def backward(ctx, grad_outputs):
+        x, weight_ih, weight_hh, outputs, reset_update, new_gate, recurrent_new, recurrent = ctx.saved_tensors
+        length, batch, pairs, hidden = outputs.shape
+        r, z, n = reset_update[..., :hidden], reset_update[..., hidden:], new_gate
+        previous = torch.cat([outputs.new_zeros(1, batch, pairs, hidden), outputs[:-1]])
+        # d(pre-activation) = dh * factor, for each gate; the factors do not depend on the carried gradient.
+        new_factor = (1 - z) * (1 - n * n)
+        update_factor = (previous - n) * z * (1 - z)
+        reset_factor = new_factor * recurrent_new * r * (1 - r)
+        recurrent_factors = torch.stack([reset_factor, update_factor, new_factor * r], dim=3)  # (T, B, 2, 3, H)
+        incoming = grad_outputs.permute(2, 1, 0, 3)
+        carried_grads = torch.empty_like(outputs)  # dL/dh_t: all that reaches step t's output
+        carried = outputs.new_zeros(batch, pairs, hidden)
+        for t in range(length - 1, -1, -1):
+            dh = torch.add(carried, incoming[t], out=carried_grads[t])
+            grad_gates_h = (recurrent_factors[t] * dh[:, :, None, :]).view(batch, -1)
+            carried = torch.addmm((dh * z[t]).view(batch, -1), grad_gates_h, recurrent.T).view(batch, pairs, hidden)
+        grad_gates_h = (recurrent_factors * carried_grads[:, :, :, None, :]).flatten(3)  # (T, B, 2, 3H)
+        grad_gates_in = torch.cat([grad_gates_h[..., : 2 * hidden], carried_grads * new_factor], dim=-1)
+        # Per direction, rows in x's (B, T) order.
+        grad_gates_in = grad_gates_in.permute(2, 1, 0, 3).reshape(pairs, batch * length, 3 * hidden)
+        grad_x = torch.bmm(grad_gates_in, weight_ih).view_as(x)
+        grad_weight_ih = torch.bmm(grad_gates_in.transpose(1, 2), x.reshape(pairs, batch * length, -1))
+        grad_weight_hh = torch.bmm(
+            grad_gates_h.permute(2, 3, 0, 1).reshape(pairs, 3 * hidden, -1),
+            previous.permute(2, 0, 1, 3).reshape(pairs, -1, hidden),
+        )
+        return grad_x, grad_weight_ih, grad_weight_hh, grad_gates_in.sum(dim=1), grad_gates_h.sum(dim=(0, 1))
 
 
 class BiGRU(nn.Module):
     """Multi-layer bidirectional GRU over the valid length of each row, zeros after it.
 
     Gives the outputs of nn.GRU on a packed sequence (pack_padded_sequence), computed as two unidirectional
-    GRUs per layer on padded tensors, the backward one on each row reversed within its length. On CPU the
-    packed path slices one step at a time and its backward allocates a full-size gradient per step, which
-    grows with the square of the length (minutes per batch at 500 frames)."""
+    GRUs per layer on padded tensors, the backward one on each row reversed within its length, stepped
+    together (PairedGRU). On CPU the packed path slices one step at a time and its backward allocates a
+    full-size gradient per step, which grows with the square of the length (minutes per batch at 500 frames).
+    The weights stay in one nn.GRU per direction and layer (upstream's names map onto them)."""
 
     def __init__(self, in_dim: int, hidden: int, layers: int):
         super().__init__()
@@ -230,7 +324,19 @@ class BiGRU(nn.Module):
         reverse = torch.where(valid[:, :, 0], lengths[:, None] - 1 - steps, steps)[:, :, None]
         flip = lambda t: t.gather(1, reverse.expand(-1, -1, t.shape[2]))  # noqa: E731
         for ahead, behind in zip(self.ahead, self.behind):
-            x = torch.cat([ahead(x)[0], flip(behind(flip(x))[0])], dim=-1) * valid
+            if x.is_cuda:  # cuDNN's fused GRU is faster there than stepping in Python
+                both = (ahead(x)[0], behind(flip(x))[0])
+            else:
+                weights = (
+                    torch.stack([getattr(ahead, name), getattr(behind, name)])
+                    for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+                )
+                pair = torch.stack([x, flip(x)])
+                if torch.is_grad_enabled():
+                    both = PairedGRU.apply(pair, *weights)
+                else:
+                    both = PairedGRU.run(pair, *weights, keep=False)[0]
+            x = torch.cat([both[0], flip(both[1])], dim=-1) * valid
         return x
 
 
@@ -343,6 +449,12 @@ class TFRNet(nn.Module):
             nn.Dropout(p.cls_dropout),
             nn.Linear(p.cls_hidden_dim, 1),
         )
+        # The transformers' saved activations at MOSI shapes (batch 24) are 1.2 GB, 0.6 of them the
+        # reconstruction's (its feed-forward layers are 4 L = 2000 wide); recomputing them costs one more forward
+        # of the transformers. The fusion GRUs are not recomputed: 500 recurrent steps cost more than they hold.
+        for module in self.modules():
+            if isinstance(module, TransformerEncoder):
+                module.checkpointing = checkpointing
 
     def encode_text(self, text_bert: torch.Tensor) -> torch.Tensor:
         return self.text_encoder(
@@ -373,17 +485,6 @@ class TFRNet(nn.Module):
             channels = self.reconstructors[index]((features * valid[:, :, None]).transpose(1, 2))
         return self.back_projections[index](channels.transpose(1, 2))
 
-    def checkpointed(self, function, *args):
-        """function(*args), recomputed in backward instead of keeping its activations when gradients flow.
-
-        Used for the transformers: at MOSI shapes (batch 24) their saved activations are 1.2 GB (0.6 of them
-        the reconstruction's, whose feed-forward layers are 4 L = 2000 wide), recomputed in backward for a
-        tenth of a step's time. The random state is restored for the recomputation: the same dropout.
-        Off (`checkpointing=False`) where memory allows: the same function, without the recomputation."""
-        if not (self.checkpointing and self.training and torch.is_grad_enabled()):
-            return function(*args)
-        return checkpoint(function, *args, use_reentrant=False)
-
     def contextualise(self, q: int, projected: list[torch.Tensor], valid: list[torch.Tensor]) -> torch.Tensor:
         """Modality q's intra-modal and two cross-modal transformer outputs, concatenated: (B, L_q, 3d)."""
         parts = [self.intra[q](projected[q], mask=self.attention_mask(q, q, valid))]
@@ -403,7 +504,7 @@ class TFRNet(nn.Module):
         if self.faithful:
             check_upstream_lengths(lengths)
         text_m, text_target = self.text_inputs(batch, with_target=with_reconstruction)
-        text_m = F.dropout(text_m, self.params.text_dropout, self.training)
+        text_m = dropout(text_m, self.params.text_dropout, self.training)
         inputs = [text_m, batch["audio_m"], batch["vision_m"]]
         targets = [text_target, batch["audio"], batch["vision"]]
         steps = [torch.arange(x.shape[1], device=x.device)[None, :] for x in inputs]
@@ -416,13 +517,13 @@ class TFRNet(nn.Module):
             h = self.projections[index](x.transpose(1, 2)).transpose(1, 2)
             projected.append(self.simam(h, valid[index]) if self.simam is not None else h)
 
-        hidden = [self.checkpointed(self.contextualise, q, projected, valid) for q in range(len(MODALITIES))]
+        hidden = [self.contextualise(q, projected, valid) for q in range(len(MODALITIES))]
         # The keep masks are the simulator's: only the loss reads them, never the prediction's path.
         recon_loss = (
             torch.stack(
                 [
                     self.reconstruction_loss(
-                        self.checkpointed(self.reconstruct, m, hidden[m], valid[m]),
+                        self.reconstruct(m, hidden[m], valid[m]),
                         targets[m],
                         valid[m] - batch[f"{MODALITIES[m]}_keep"].to(valid[m].dtype),
                     )
