@@ -77,21 +77,8 @@ def mmsa_steps(features: str, encoder_dir: str, steps: int):
 
     mmsa = importlib.import_module("MMSA.models.missingTask.TFR_NET.model")
     mmsa.BertTextEncoder = functools.partial(BertTextEncoder, pretrained=encoder_dir)
-    # faithful_vs_mmsa's arguments turn dropout off (for equal outputs); training uses the preset's.
-    args = mmsa_args(p)
-    args.update(
-        seq_lens=list(MOSI_LENS),
-        feature_dims=[encoder.hidden_size, *MOSI_DIMS[1:]],
-        attn_dropout=p.attn_dropout[0],
-        attn_dropout_a=p.attn_dropout[1],
-        attn_dropout_v=p.attn_dropout[2],
-        relu_dropout=p.relu_dropout,
-        embed_dropout=p.embed_dropout,
-        res_dropout=p.res_dropout,
-        text_dropout=p.text_dropout,
-        fusion_drop=p.fusion_dropout,
-        cls_dropout=p.cls_dropout,
-    )
+    # The preset's dropouts, as training uses them (faithful_vs_mmsa passes dropout-off params for equal outputs).
+    args = mmsa_args(p, seq_lens=MOSI_LENS, feature_dims=(encoder.hidden_size, *MOSI_DIMS[1:]))
     model = mmsa.TFR_NET(args)
     model.train()
     # do_train's optimiser: BERT weights with decay, BERT biases and LayerNorms without, the rest.
