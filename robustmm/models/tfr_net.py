@@ -187,11 +187,11 @@ class TransformerEncoder(nn.Module):
         params: TFRNetParams,
         positions: bool,
         faithful: bool,
+        checkpointing: bool,
     ):
         super().__init__()
         self.scale, self.positions, self.embed_dropout = math.sqrt(dim), positions, params.embed_dropout
-        self.faithful = faithful
-        self.checkpointing = False  # set by TFRNet
+        self.faithful, self.checkpointing = faithful, checkpointing
         self.layers = nn.ModuleList(
             TransformerLayer(dim, heads, attn_dropout, params.relu_dropout, params.res_dropout, faithful)
             for _ in range(layers)
@@ -214,9 +214,10 @@ class TransformerEncoder(nn.Module):
             values = self.embed(context)
         for layer in self.layers:
             if self.checkpointing and self.training and torch.is_grad_enabled():
-                # Recomputed in backward, the random state restored (the same dropout). Layer by layer: only one
-                # layer's activations are alive at a time in backward (faithful mode's 500 x 500 weight-dropout
-                # maps: ~0.5 GB a layer at MOSI shapes, batch 24).
+                # Recomputed in backward, the random state restored (the same dropout): the transformers' saved
+                # activations at MOSI shapes (batch 24) are 1.2 GB, 0.6 of them the reconstruction's (its
+                # feed-forward layers are 4 L = 2000 wide). Layer by layer: only one layer's activations are alive
+                # at a time in backward (faithful mode's 500 x 500 weight-dropout maps: ~0.5 GB a layer).
                 x = checkpoint(layer, x, keys, values, mask, use_reentrant=False)
             else:
                 x = layer(x, keys, values, mask)
@@ -409,14 +410,15 @@ class TFRNet(nn.Module):
         # attn_dropout is (text, audio, vision): a cross-modal transformer uses the dropout of its key modality,
         # the intra-modal ones the text value, as upstream.
         intra_layers = max(p.nlevels, p.intra_layers)
+        encoder_options = {"faithful": faithful, "checkpointing": checkpointing}
         self.intra = nn.ModuleList(
-            TransformerEncoder(d, p.num_heads, intra_layers, p.attn_dropout[0], p, positions=True, faithful=faithful)
+            TransformerEncoder(d, p.num_heads, intra_layers, p.attn_dropout[0], p, positions=True, **encoder_options)
             for _ in MODALITIES
         )
         self.cross = nn.ModuleDict(
             {
                 f"{query}_{key}": TransformerEncoder(
-                    d, p.num_heads, p.nlevels, p.attn_dropout[k], p, positions=True, faithful=faithful
+                    d, p.num_heads, p.nlevels, p.attn_dropout[k], p, positions=True, **encoder_options
                 )
                 for q, query in enumerate(MODALITIES)
                 for k, key in enumerate(MODALITIES)
@@ -431,7 +433,7 @@ class TFRNet(nn.Module):
                 p.attn_dropout[0],
                 p,
                 positions=False,
-                faithful=faithful,
+                **encoder_options,
             )
             for length in self.seq_lens
         )
@@ -449,12 +451,6 @@ class TFRNet(nn.Module):
             nn.Dropout(p.cls_dropout),
             nn.Linear(p.cls_hidden_dim, 1),
         )
-        # The transformers' saved activations at MOSI shapes (batch 24) are 1.2 GB, 0.6 of them the
-        # reconstruction's (its feed-forward layers are 4 L = 2000 wide); recomputing them costs one more forward
-        # of the transformers. The fusion GRUs are not recomputed: 500 recurrent steps cost more than they hold.
-        for module in self.modules():
-            if isinstance(module, TransformerEncoder):
-                module.checkpointing = checkpointing
 
     def encode_text(self, text_bert: torch.Tensor) -> torch.Tensor:
         return self.text_encoder(
