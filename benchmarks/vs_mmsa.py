@@ -174,7 +174,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (one process per configuration each)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per process, after one warm-up step")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    parser.add_argument("--checkpointing", choices=("auto", "true", "false", "text-encoder"), default="auto", help="robustmm's setting")
+    parser.add_argument(
+        "--checkpointing", choices=("auto", "true", "false", "text-encoder"), default="auto", help="robustmm's setting"
+    )
     parser.add_argument("--bf16", action="store_true", help="robustmm finetune and frozen under bf16 autocast")
     parser.add_argument("--idle-load", type=float, default=0.5, help="1-minute load average that counts as idle")
     parser.add_argument("--wait", type=float, default=300.0, help="seconds to wait for an idle machine per process")

@@ -388,7 +388,7 @@ def test_checkpointing_auto_follows_the_available_memory(monkeypatch, tmp_path):
         (2 * transformers, "text-encoder"),  # the transformers' fit once BERT recomputes
         (transformers, True),
     ):
-        monkeypatch.setattr(training, "available_bytes", lambda device: available)
+        monkeypatch.setattr(training, "available_bytes", lambda device, available=available: available)
         assert training.resolve_checkpointing("auto", needed, cpu) == chosen
     monkeypatch.setattr(training, "available_bytes", lambda device: transformers)
     assert training.resolve_checkpointing("auto", (0, transformers), cpu) is True  # frozen: no text encoder to pick
