@@ -261,7 +261,8 @@ def report(results: dict, threads: int) -> None:
         chosen = full or record["walls"]
         name = "MMSA 2.2.1 TFR-Net" if config == "mmsa" else f"robustmm {config}"
         if record["facts"].get("checkpointing") is not None:
-            name += " (ckpt)" if record["facts"]["checkpointing"] else ""
+            checkpointing = record["facts"]["checkpointing"]
+            name += {True: " (ckpt)", "text-encoder": " (ckpt text)"}.get(checkpointing, "")
         ratio = f"{reference / medians[config]:.2f}x" if reference else "-"
         spread = f"{medians[config]:.2f} ({min(chosen):.2f}-{max(chosen):.2f})"
         loads = f"{min(record['loads']):.2f}-{max(record['loads']):.2f}"
