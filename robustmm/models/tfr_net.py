@@ -288,7 +288,7 @@ class TransformerEncoder(nn.Module):
                 # Recomputed in backward, the random state restored (the same dropout): the transformers' saved
                 # activations at MOSI shapes (batch 24) are 1.2 GB, 0.6 of them the reconstruction's (its
                 # feed-forward layers are 4 L = 2000 wide). Layer by layer: only one layer's activations are alive
-                # at a time in backward (faithful mode's 500 x 500 weight-dropout maps: ~0.5 GB a layer).
+                # at a time in backward.
                 x = checkpoint(layer, x, keys, values, mask, use_reentrant=False)
             else:
                 x = layer(x, keys, values, mask)
