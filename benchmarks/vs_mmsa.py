@@ -13,7 +13,7 @@ average below `--idle-load`), waited for up to `--wait` seconds. A step "had bot
 CPU time was at least 90% of threads x wall time; the median is over those steps when there are any.
 
     python benchmarks/vs_mmsa.py [--configs mmsa,finetune,frozen,faithful] [--rounds 2] [--steps 3]
-                                 [--threads 2] [--checkpointing auto|true|false] [--bf16] [--wait 300]
+                                 [--threads 2] [--checkpointing auto|true|false|text-encoder] [--bf16] [--wait 300]
 
 Run it under jemalloc, for both sides (docs/training.md, "Speed and memory"):
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 python benchmarks/vs_mmsa.py
@@ -165,7 +165,7 @@ def git_commit() -> str:
 
 
 def checkpointing_setting(text: str):
-    return {"true": True, "false": False, "auto": "auto"}[text]
+    return {"true": True, "false": False}.get(text, text)
 
 
 def main() -> None:
@@ -174,7 +174,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (one process per configuration each)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per process, after one warm-up step")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    parser.add_argument("--checkpointing", choices=("auto", "true", "false"), default="auto", help="robustmm's setting")
+    parser.add_argument(
+        "--checkpointing", choices=("auto", "true", "false", "text-encoder"), default="auto", help="robustmm's setting"
+    )
     parser.add_argument("--bf16", action="store_true", help="robustmm finetune and frozen under bf16 autocast")
     parser.add_argument("--idle-load", type=float, default=0.5, help="1-minute load average that counts as idle")
     parser.add_argument("--wait", type=float, default=300.0, help="seconds to wait for an idle machine per process")
@@ -259,7 +261,8 @@ def report(results: dict, threads: int) -> None:
         chosen = full or record["walls"]
         name = "MMSA 2.2.1 TFR-Net" if config == "mmsa" else f"robustmm {config}"
         if record["facts"].get("checkpointing") is not None:
-            name += " (ckpt)" if record["facts"]["checkpointing"] else ""
+            checkpointing = record["facts"]["checkpointing"]
+            name += {True: " (ckpt)", "text-encoder": " (ckpt text)"}.get(checkpointing, "")
         ratio = f"{reference / medians[config]:.2f}x" if reference else "-"
         spread = f"{medians[config]:.2f} ({min(chosen):.2f}-{max(chosen):.2f})"
         loads = f"{min(record['loads']):.2f}-{max(record['loads']):.2f}"

@@ -604,8 +604,9 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpointing",
         type=_checkpointing,
-        metavar="auto|true|false",
-        help="recompute activations in backward to save memory (default auto: when free memory is short)",
+        metavar="auto|true|false|text-encoder",
+        help="recompute activations in backward to save memory: everywhere, nowhere, in the text encoder only, "
+        "or (default auto) the least that fits in half the free memory",
     )
     parser.add_argument("--epochs", type=int, help="maximum epochs (default: the preset's cap; early stopping applies)")
     parser.add_argument("--batch-size", type=int, help="default: the preset's")

@@ -582,7 +582,7 @@ class ModelSettings:
     faithful: bool = setting(Boolean(), False)
     device: str = setting(Device(), "auto")
     amp: bool = setting(Boolean(), False)
-    checkpointing: bool | str = setting(Checked(check_checkpointing, "auto, true or false"), "auto")
+    checkpointing: bool | str = setting(Checked(check_checkpointing, "auto, true, false or text-encoder"), "auto")
     epochs: int | None = setting(Optional(POSITIVE), None)
     batch_size: int | None = setting(Optional(POSITIVE), None)
     progress: bool = setting(Boolean(), True)

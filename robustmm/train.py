@@ -69,7 +69,7 @@ class RunConfig:
     faithful: bool = False
     device: str = "auto"
     amp: bool = False
-    checkpointing: bool | str = "auto"  # recompute activations in backward: True, False, or "auto" by free memory
+    checkpointing: bool | str = "auto"  # recompute activations in backward: True, False, "text-encoder", or "auto"
     max_epochs: int | None = None
     batch_size: int | None = None
     progress: bool = True
@@ -280,17 +280,18 @@ def batches(tensors: dict, batch_size: int, device: torch.device, order: torch.T
 
 # ----------------------------------------------------------------------------------- model and optimiser
 
-CHECKPOINTING = ("auto", True, False)
+CHECKPOINTING = ("auto", True, False, "text-encoder")
 
 
 def check_checkpointing(value) -> bool | str:
     if value not in CHECKPOINTING or isinstance(value, (int, float)) and not isinstance(value, bool):
-        raise ValueError(f"checkpointing {value!r}: expected auto, true or false")
+        raise ValueError(f"checkpointing {value!r}: expected auto, true, false or text-encoder")
     return value
 
 
-def activation_bytes(tfr_net, batch_size: int, seq_lens, text_model, faithful: bool) -> int:
-    """Estimated activations a training step keeps for backward without checkpointing, beyond what it keeps with.
+def activation_bytes(tfr_net, batch_size: int, seq_lens, text_model, faithful: bool) -> tuple[int, int]:
+    """Estimated activations a training step keeps for backward without checkpointing, beyond what it keeps with:
+    (the text encoder's, the transformers').
 
     Floats saved per element, measured at MOSI shapes (batch 24, 50/375/500, bert-base: BERT 1.25 GB, the
     reconstruction 0.6 GB, the other transformers 0.6 GB): about 28 per BERT hidden value and layer, 25 per
@@ -302,7 +303,7 @@ def activation_bytes(tfr_net, batch_size: int, seq_lens, text_model, faithful: b
     if text_model is not None:
         config = text_model.config
         bert = 28 * batch_size * seq_lens[0] * config.hidden_size * config.num_hidden_layers * (2 if faithful else 1)
-    return 4 * (transformers + reconstruction + bert)
+    return 4 * bert, 4 * (transformers + reconstruction)
 
 
 def available_bytes(device: torch.device) -> int:
@@ -314,12 +315,18 @@ def available_bytes(device: torch.device) -> int:
     return 0  # unknown: keep the memory-saving default
 
 
-def resolve_checkpointing(setting: bool | str, needed_bytes: int, device: torch.device) -> bool:
-    """`auto`: checkpoint only when the extra activations would take more than half the memory available now
-    (recomputation costs a forward pass of the transformers and BERT; memory is a hard limit)."""
+def resolve_checkpointing(setting: bool | str, needed_bytes: tuple[int, int], device: torch.device) -> bool | str:
+    """`auto`: the least recomputation whose kept activations take at most half the memory available now.
+
+    The text encoder comes first: per byte saved its recomputation is the cheapest (BERT's layers are wide
+    matrix products; the transformers' attention at 500 x 500 is what costs), and memory is a hard limit."""
     if setting != "auto":
         return setting
-    return needed_bytes > available_bytes(device) / 2
+    text_encoder, transformers = needed_bytes
+    budget = available_bytes(device) / 2
+    if text_encoder + transformers <= budget:
+        return False
+    return "text-encoder" if text_encoder and transformers <= budget else True
 
 
 def build_model(

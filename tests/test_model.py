@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from robustmm.models.simam import simam
-from robustmm.models.tfr_net import BiGRU, PairedGRU, TFRNet, dropout
+from robustmm.models.tfr_net import BiGRU, PairedGRU, TFRNet, WeightDropoutAttention, causal_mask, dropout, kept
 from robustmm.presets import PRESETS, get_preset
 
 TEXT_DIM = 16
@@ -291,7 +291,7 @@ def test_activation_checkpointing_on_and_off_give_the_same_loss_and_gradients(fa
         torch.testing.assert_close(checkpointed_grads[name], grad, msg=name)
 
 
-@pytest.mark.parametrize("checkpointing", [False, True])
+@pytest.mark.parametrize("checkpointing", [False, True, "text-encoder"])
 def test_checkpointing_setting_reaches_bert_layers(checkpointing):
     from transformers import BertConfig, BertModel
 
@@ -305,14 +305,16 @@ def test_checkpointing_setting_reaches_bert_layers(checkpointing):
             max_position_embeddings=16,
         )
     )
-    TFRNet(
+    model = TFRNet(
         get_preset("mosi", "emt-dlfr").tfr_net,
         (8, 20, 12),
         (TEXT_DIM, 5, 20),
         text_encoder=bert,
         checkpointing=checkpointing,
     )
-    assert bert.is_activation_checkpointing == checkpointing
+    assert bert.is_activation_checkpointing == bool(checkpointing)
+    encoders = [*model.intra, *model.cross.values(), *model.reconstructors]
+    assert all(encoder.checkpointing == (checkpointing is True) for encoder in encoders)
 
 
 @pytest.mark.parametrize("faithful", [False, True])
@@ -341,6 +343,36 @@ def test_simam_gates_every_valid_step_and_passes_padding():
     out = simam(x, valid)
     assert not torch.equal(out[0, :3], x[0, :3])
     torch.testing.assert_close(out[0, 3:], x[0, 3:])
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.1, 0.5])
+def test_kept_masks_keep_one_minus_the_rate_of_odd_sized_shapes(rate):
+    torch.manual_seed(0)
+    first, second = kept((3, 7, 11_111), rate, "cpu"), kept((3, 7, 11_111), rate, "cpu")
+    assert first.shape == (3, 7, 11_111) and first.dtype == torch.bool
+    assert abs(float(first.float().mean()) - (1 - rate)) < 0.003
+    assert rate == 0 or not torch.equal(first, second)  # fresh draws each call
+    assert rate == 0 or abs(float((first & second).float().mean()) - (1 - rate) ** 2) < 0.003  # independent
+
+
+@pytest.mark.parametrize("allowed", ["none", "causal", "per-sample keys"])
+def test_weight_dropout_attention_is_softmax_attention_with_dropped_weights(allowed):
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(5, 3, length, 4, dtype=torch.float64, requires_grad=True) for length in (7, 9, 9))
+    allowed = {"none": None, "causal": causal_mask(7, 9, "cpu"), "per-sample keys": torch.rand(5, 1, 1, 9) > 0.3}[
+        allowed
+    ]
+    keep = torch.rand(5, 3, 7, 9) >= 0.3
+    scores = q @ k.transpose(-1, -2) / 2
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed, -torch.inf)
+    expected = (torch.softmax(scores, dim=-1) * keep / 0.7) @ v
+    WeightDropoutAttention.SLICE_ELEMENTS, default = 2 * 3 * 7 * 9, WeightDropoutAttention.SLICE_ELEMENTS
+    try:  # slices of two samples: the rows of a slice, and the last short slice, land where they belong
+        torch.testing.assert_close(WeightDropoutAttention.apply(q, k, v, allowed, keep, 0.3), expected)
+        assert torch.autograd.gradcheck(lambda *qkv: WeightDropoutAttention.apply(*qkv, allowed, keep, 0.3), (q, k, v))
+    finally:
+        WeightDropoutAttention.SLICE_ELEMENTS = default
 
 
 def test_cpu_dropout_zeroes_the_rate_and_scales_the_rest():

@@ -116,7 +116,7 @@ def test_the_repository_params_are_valid():
         ),
         (
             lambda p: p["sweep"].update(checkpointing="sometimes"),
-            "params.yaml: sweep.checkpointing: checkpointing 'sometimes': expected auto, true or false",
+            "params.yaml: sweep.checkpointing: checkpointing 'sometimes': expected auto, true, false or text-encoder",
         ),
         (
             lambda p: p["extract"]["text"].update(max_length="16"),

@@ -373,25 +373,35 @@ def test_zero_epochs_or_batch_size_are_refused(feature_file, tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
-def test_checkpointing_auto_follows_the_available_memory(monkeypatch):
+def test_checkpointing_auto_follows_the_available_memory(monkeypatch, tmp_path):
+    from transformers import BertConfig, BertModel
+
     preset = get_preset("mosi")
-    needed = training.activation_bytes(preset.tfr_net, 24, (50, 375, 500), None, faithful=False)
-    assert 0.5e9 < needed < 2e9  # frozen mode at MOSI shapes: the transformers' and reconstruction's 1.2 GB
-    cpu = torch.device("cpu")
-    monkeypatch.setattr(training, "available_bytes", lambda device: 4 * needed)
-    assert training.resolve_checkpointing("auto", needed, cpu) is False
-    monkeypatch.setattr(training, "available_bytes", lambda device: needed)
-    assert training.resolve_checkpointing("auto", needed, cpu) is True
+    bert = BertModel(BertConfig(vocab_size=30, hidden_size=768, num_hidden_layers=12, intermediate_size=64))
+    text_encoder, transformers = training.activation_bytes(preset.tfr_net, 24, (50, 375, 500), bert, faithful=False)
+    assert 0.5e9 < transformers < 2e9  # at MOSI shapes: the transformers' and reconstruction's 1.2 GB
+    assert 0.8e9 < text_encoder < 2e9  # bert-base's 1.25 GB
+    assert training.activation_bytes(preset.tfr_net, 24, (50, 375, 500), None, faithful=False)[0] == 0
+    needed, cpu = (text_encoder, transformers), torch.device("cpu")
+    for available, chosen in (
+        (2 * (text_encoder + transformers), False),  # all of it fits in half
+        (2 * transformers, "text-encoder"),  # the transformers' fit once BERT recomputes
+        (transformers, True),
+    ):
+        monkeypatch.setattr(training, "available_bytes", lambda device, available=available: available)
+        assert training.resolve_checkpointing("auto", needed, cpu) == chosen
+    monkeypatch.setattr(training, "available_bytes", lambda device: transformers)
+    assert training.resolve_checkpointing("auto", (0, transformers), cpu) is True  # frozen: no text encoder to pick
     assert training.resolve_checkpointing(False, needed, cpu) is False
-    assert training.resolve_checkpointing(True, 0, cpu) is True
+    assert training.resolve_checkpointing("text-encoder", needed, cpu) == "text-encoder"
 
 
 def test_checkpointing_setting_is_checked_and_leaves_the_fingerprint_alone():
-    with pytest.raises(ValueError, match="checkpointing 'sometimes': expected auto, true or false"):
+    with pytest.raises(ValueError, match="checkpointing 'sometimes': expected auto, true, false or text-encoder"):
         RunConfig(dataset="mosi", checkpointing="sometimes")
     preset = get_preset("mosi")
     fingerprints = [
         training.run_fingerprint(preset, RunConfig(dataset="mosi", checkpointing=value), "0")
         for value in training.CHECKPOINTING
     ]
-    assert fingerprints[0] == fingerprints[1] == fingerprints[2]
+    assert all(fingerprint == fingerprints[0] for fingerprint in fingerprints)

@@ -54,15 +54,26 @@ def key_padding_mask(valid: torch.Tensor) -> torch.Tensor:
     return allowed[:, None, None, :]
 
 
+def kept(shape: tuple[int, ...], rate: float, device: torch.device) -> torch.Tensor:
+    """A boolean mask, True with probability 1 - rate (to 2^-16: 16 random bits an element).
+
+    CPU dropout's cost is its random numbers (mt19937, one call per 32 bits): torch.rand spends 32 bits and a float
+    conversion on each element, bernoulli_ three times that; 16-bit draws from a 64-bit view take 0.6 of rand's time
+    (and faithful mode's attention dropout draws 370 M elements a MOSI-shaped step)."""
+    if torch.device(device).type == "cuda":
+        return torch.rand(shape, device=device) >= rate
+    count = math.prod(shape)
+    bits = torch.empty((count + 3) // 4, dtype=torch.int64).random_(-(2**63), None).view(torch.int16)[:count]
+    return (bits >= round(rate * 65536) - 32768).view(shape)
+
+
 def dropout(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
     """F.dropout's function (zero each element with probability `rate`, scale the rest by 1 / (1 - rate)).
 
-    On CPU the mask comes from torch.rand, not bernoulli_: a third of the time per element, and the dropouts of
-    a MOSI-shaped TFR-Net step touch ~60 M elements. CUDA keeps its fused kernel."""
+    On CPU the mask comes from `kept`; CUDA keeps its fused kernel."""
     if not training or rate == 0 or x.is_cuda:
         return F.dropout(x, rate, training)
-    kept = torch.rand(x.shape, device=x.device) >= rate  # float32 draws also under autocast: an exact rate
-    return torch.where(kept, x * (1 / (1 - rate)), 0.0)  # backward keeps the boolean mask only, as F.dropout's
+    return torch.where(kept(x.shape, rate, x.device), x * (1 / (1 - rate)), 0.0)  # backward keeps the boolean mask
 
 
 def largest_divisor_at_most(n: int, limit: int) -> int:
@@ -82,6 +93,63 @@ def check_upstream_heads(params: TFRNetParams, seq_lens: tuple[int, int, int]) -
             "transformer). Use the default mode (it takes the largest divisor) or a num_temporal_head that divides "
             "every length"
         )
+
+
+class WeightDropoutAttention(torch.autograd.Function):
+    """Softmax attention whose single weights are dropped where `keep` is False (the rest scaled by 1 / (1 - rate)):
+    faithful mode's attention dropout, on CPU.
+
+    q (B, H, Lq, E), k and v (B, H, Lk, E), `allowed` a boolean 'may attend' mask broadcastable to (B, H, Lq, Lk)
+    or None, `keep` (B, H, Lq, Lk) boolean. SDPA's unfused path keeps the weights, their dropout mask and the
+    dropped weights for backward: 9 bytes an element, 3 GB at MOSI shapes. This keeps `keep` (1 byte) and each
+    row's log-sum-exp, and recomputes the weights in backward a few samples at a time (a slice that stays in cache).
+    """
+
+    SLICE_ELEMENTS = 1 << 21
+
+    @staticmethod
+    def forward(ctx, q, k, v, allowed, keep, rate):
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()  # sliced in forward and again in backward
+        bias = None if allowed is None else torch.zeros(allowed.shape, dtype=q.dtype).masked_fill_(~allowed, -math.inf)
+        out, log_sums = torch.empty_like(q), q.new_empty(q.shape[:-1] + (1,))
+        for rows in WeightDropoutAttention.slices(q, k):
+            weights = WeightDropoutAttention.scores(q, k, bias, rows)
+            log_sums[rows] = torch.logsumexp(weights, dim=-1, keepdim=True)
+            weights.sub_(log_sums[rows]).exp_().mul_(keep[rows]).mul_(1 / (1 - rate))
+            torch.matmul(weights, v[rows], out=out[rows])
+        ctx.save_for_backward(q, k, v, bias, keep, log_sums)
+        ctx.rate = rate
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, bias, keep, log_sums = ctx.saved_tensors
+        scale, kept_scale = q.shape[-1] ** -0.5, 1 / (1 - ctx.rate)
+        grad_q, grad_k, grad_v = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        for rows in WeightDropoutAttention.slices(q, k):
+            weights = WeightDropoutAttention.scores(q, k, bias, rows).sub_(log_sums[rows]).exp_()
+            dropped = weights * keep[rows] * kept_scale
+            torch.matmul(dropped.transpose(-1, -2), grad_out[rows], out=grad_v[rows])
+            grad_weights = torch.matmul(grad_out[rows], v[rows].transpose(-1, -2)).mul_(keep[rows]).mul_(kept_scale)
+            # Softmax backward: d scores = w * (d w - sum(d w * w) over the row).
+            row_sums = (grad_weights * weights).sum(dim=-1, keepdim=True)
+            grad_scores = grad_weights.sub_(row_sums).mul_(weights).mul_(scale)
+            torch.matmul(grad_scores, k[rows], out=grad_q[rows])
+            torch.matmul(grad_scores.transpose(-1, -2), q[rows], out=grad_k[rows])
+        return grad_q, grad_k, grad_v, None, None, None
+
+    @staticmethod
+    def slices(q: torch.Tensor, k: torch.Tensor):
+        batch, heads, query_len, _ = q.shape
+        step = max(1, WeightDropoutAttention.SLICE_ELEMENTS // (heads * query_len * k.shape[2]))
+        return (slice(start, start + step) for start in range(0, batch, step))
+
+    @staticmethod
+    def scores(q, k, bias, rows: slice) -> torch.Tensor:
+        scores = torch.matmul(q[rows], k[rows].transpose(-1, -2)).mul_(q.shape[-1] ** -0.5)
+        if bias is not None:
+            scores.add_(bias if bias.dim() < 4 or bias.shape[0] == 1 else bias[rows])
+        return scores
 
 
 class TransformerLayer(nn.Module):
@@ -138,9 +206,12 @@ class TransformerLayer(nn.Module):
         dropout = self.attn_dropout if self.training else 0.0
         if dropout and self.drop_keys:
             mask, dropout = self.dropped_keys(mask, batch, keys.shape[1], x.device, dropout), 0.0
-        attended = F.scaled_dot_product_attention(
-            split(self.query(x)), split(key), split(value), attn_mask=mask, dropout_p=dropout
-        )
+        query, key, value = split(self.query(x)), split(key), split(value)
+        if dropout and not x.is_cuda:
+            keep = kept((batch, self.heads, query_len, keys.shape[1]), dropout, x.device)
+            attended = WeightDropoutAttention.apply(query, key, value, mask, keep, dropout)
+        else:
+            attended = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout)
         return self.out(attended.transpose(1, 2).reshape(batch, query_len, dim))
 
     def dropped_keys(self, mask, batch: int, key_len: int, device, rate: float) -> torch.Tensor:
@@ -149,8 +220,8 @@ class TransformerLayer(nn.Module):
         Dropping single weights of the (queries x keys) map forces the unfused attention path that stores
         the map and its dropout mask for backward (GBs at 500 x 500); a per-key mask keeps the fused kernels.
         A row whose allowed keys would all be dropped keeps them."""
-        kept = torch.rand(batch, self.heads, 1, key_len, device=device) >= rate
-        allowed = kept if mask is None else kept & mask
+        keys_kept = kept((batch, self.heads, 1, key_len), rate, device)
+        allowed = keys_kept if mask is None else keys_kept & mask
         return torch.where(allowed.any(dim=-1, keepdim=True), allowed, True if mask is None else mask)
 
     def forward(
@@ -217,7 +288,7 @@ class TransformerEncoder(nn.Module):
                 # Recomputed in backward, the random state restored (the same dropout): the transformers' saved
                 # activations at MOSI shapes (batch 24) are 1.2 GB, 0.6 of them the reconstruction's (its
                 # feed-forward layers are 4 L = 2000 wide). Layer by layer: only one layer's activations are alive
-                # at a time in backward (faithful mode's 500 x 500 weight-dropout maps: ~0.5 GB a layer).
+                # at a time in backward.
                 x = checkpoint(layer, x, keys, values, mask, use_reentrant=False)
             else:
                 x = layer(x, keys, values, mask)
@@ -371,6 +442,8 @@ class TFRNet(nn.Module):
     seq_lens and feature_dims are (text, audio, vision); feature_dims[0] is the text encoder's hidden size.
     In `finetune` mode `text_encoder` (a Hugging Face BERT-family model) is part of the model and reads the
     corrupted ids; in `frozen` mode the batch carries precomputed encoder outputs and no encoder is held.
+    `checkpointing` recomputes activations in backward: True in every layer of the text encoder and the
+    transformers, "text-encoder" in the text encoder's only, False nowhere.
     """
 
     def __init__(
@@ -382,7 +455,7 @@ class TFRNet(nn.Module):
         text_encoder: nn.Module | None = None,
         simam: bool = False,
         faithful: bool = False,
-        checkpointing: bool = True,
+        checkpointing: bool | str = True,
     ):
         super().__init__()
         if text_mode not in TEXT_MODES:
@@ -392,6 +465,8 @@ class TFRNet(nn.Module):
         self.params, self.seq_lens, self.feature_dims = params, tuple(seq_lens), tuple(feature_dims)
         self.text_mode, self.faithful, self.checkpointing = text_mode, faithful, checkpointing
         self.text_encoder = text_encoder
+        if checkpointing not in (True, False, "text-encoder"):
+            raise ValueError(f"checkpointing {checkpointing!r}: expected True, False or 'text-encoder'")
         if checkpointing and getattr(text_encoder, "supports_gradient_checkpointing", False):
             # BERT's layers hold half of a training step's saved activations at MOSI shapes (1.25 of 2.7 GB, batch
             # 24); recomputing each layer in backward costs one more BERT forward, a small part of a step.
@@ -410,7 +485,7 @@ class TFRNet(nn.Module):
         # attn_dropout is (text, audio, vision): a cross-modal transformer uses the dropout of its key modality,
         # the intra-modal ones the text value, as upstream.
         intra_layers = max(p.nlevels, p.intra_layers)
-        encoder_options = {"faithful": faithful, "checkpointing": checkpointing}
+        encoder_options = {"faithful": faithful, "checkpointing": checkpointing is True}
         self.intra = nn.ModuleList(
             TransformerEncoder(d, p.num_heads, intra_layers, p.attn_dropout[0], p, positions=True, **encoder_options)
             for _ in MODALITIES
