@@ -269,6 +269,33 @@ def test_librosa_loads_without_the_numba_cache_lock_once_it_has_loaded_into_the_
     assert second.returncode == 0 and second.stdout.strip().splitlines()[-1] == str(marker)
 
 
+def test_a_process_whose_librosa_kernels_came_from_another_cache_leaves_no_marker(tmp_path):
+    # A process that ran librosa's kernels before the private folder was set (a test process, say) keeps them from
+    # the cache numba used then, and writes nothing into the folder: a marker from its load would tell later
+    # processes that the folder holds kernels it does not (they then compiled them into it side by side, outside
+    # the lock, and every load after that segfaulted).
+    script = textwrap.dedent("""
+        import os
+        from robustmm.features.base import create_extractor
+        from robustmm.features.cache import jit_cache_marker, librosa_caches_privately
+        from robustmm.features.extract import _load_extractors
+
+        create_extractor("librosa").load()
+        os.environ["NUMBA_CACHE_DIR"] = os.environ.pop("PRIVATE_FOLDER")
+        extractors = [create_extractor("librosa")]
+        _load_extractors(extractors)
+        print(librosa_caches_privately(), jit_cache_marker(extractors).is_file())
+    """)
+    private = tmp_path / "private"
+    private.mkdir()
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba's own"), "PRIVATE_FOLDER": str(private)}
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, env=env, timeout=600, check=True
+    )
+    assert loaded.stdout.strip().splitlines()[-1] == "False False"
+    assert not list(private.rglob("*.nbi"))  # nothing was compiled into it
+
+
 def test_two_workers_compile_librosa_into_a_fresh_numba_cache_without_crashing(tmp_path, monkeypatch):
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "numba"))  # the workers inherit it
     root = tmp_path / "d"

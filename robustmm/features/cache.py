@@ -114,6 +114,20 @@ def use_private_jit_cache() -> Path:
     return Path(os.environ[JIT_CACHE_ENV_VAR])
 
 
+def librosa_caches_privately() -> bool:
+    """Whether this process's librosa kernels cache in the private folder. numba fixes a function's cache folder
+    when the function first runs: a process that ran librosa before the folder was set (a test process, say)
+    keeps its kernels from another cache, writes none into the folder, and must not mark it as holding them
+    (such a marker let two processes compile them into it at once, outside the lock, and every later load
+    segfaulted). The folder is read from numba's dispatcher (a private attribute); where it is not found, no
+    marker is left and every load takes the lock."""
+    import librosa.util.utils
+
+    cache = getattr(getattr(librosa.util.utils._localmax, "_dispatcher", None), "cache", None)
+    folder = getattr(cache, "_cache_path", None)
+    return isinstance(folder, str) and Path(folder).is_relative_to(use_private_jit_cache())
+
+
 def jit_cache_marker(extractors: list[Extractor]) -> Path:
     """The file that says `extractors` have loaded into the private numba cache once, holding its lock: the cache
     then holds every kernel their load compiles, and later processes load them side by side without the lock

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from robustmm import data
 from robustmm.features.base import AudioExtractor, Extractor, FileExtractor, FrameExtractor, create_extractor
 from robustmm.features.cache import (ClipResult, DamagedEntry, FeatureCache, file_hash, jit_cache_lock, jit_cache_marker,
-                                     text_hash, use_private_jit_cache)
+                                     librosa_caches_privately, text_hash, use_private_jit_cache)
 from robustmm.features.dataset import Clip, read_dataset
 from robustmm.features.decode import ClipError, decode_clip
 from robustmm.features.text import BertExtractor
@@ -144,7 +144,8 @@ def _load_extractors(extractors: list[Extractor]) -> None:
         with jit_cache_lock():
             for extractor in compiled:
                 extractor.load()
-            marker.touch()
+            if librosa_caches_privately():
+                marker.touch()
 
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
