@@ -41,7 +41,7 @@ from robustmm.missing import (
     mask_seeds,
     pattern_record,
 )
-from robustmm.models.tfr_net import TEXT_MODES, TFRNet
+from robustmm.models.tfr_net import CHECKPOINTING_LEVELS, TEXT_MODES, TFRNet
 from robustmm.presets import (
     Preset,
     check_preset_source,
@@ -280,7 +280,7 @@ def batches(tensors: dict, batch_size: int, device: torch.device, order: torch.T
 
 # ----------------------------------------------------------------------------------- model and optimiser
 
-CHECKPOINTING = ("auto", True, False, "text-encoder")
+CHECKPOINTING = ("auto", *CHECKPOINTING_LEVELS)
 
 
 def check_checkpointing(value) -> bool | str:

@@ -30,6 +30,7 @@ from robustmm.models.simam import SimAM
 from robustmm.presets import MODALITIES, TFRNetParams
 
 TEXT_MODES = ("finetune", "frozen")
+CHECKPOINTING_LEVELS = (True, False, "text-encoder")  # see TFRNet
 
 
 def sinusoidal_positions(length: int, dim: int, device: torch.device) -> torch.Tensor:
@@ -465,7 +466,7 @@ class TFRNet(nn.Module):
         self.params, self.seq_lens, self.feature_dims = params, tuple(seq_lens), tuple(feature_dims)
         self.text_mode, self.faithful, self.checkpointing = text_mode, faithful, checkpointing
         self.text_encoder = text_encoder
-        if checkpointing not in (True, False, "text-encoder"):
+        if checkpointing not in CHECKPOINTING_LEVELS:
             raise ValueError(f"checkpointing {checkpointing!r}: expected True, False or 'text-encoder'")
         if checkpointing and getattr(text_encoder, "supports_gradient_checkpointing", False):
             # BERT's layers hold half of a training step's saved activations at MOSI shapes (1.25 of 2.7 GB, batch
