@@ -26,11 +26,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from robustmm.models import attention_kernel
+from robustmm.models.attention_kernel import SmallHeadAttention
 from robustmm.models.simam import SimAM
 from robustmm.presets import MODALITIES, TFRNetParams
 
 TEXT_MODES = ("finetune", "frozen")
 CHECKPOINTING_LEVELS = (True, False, "text-encoder")  # see TFRNet
+# "auto": robustmm.models.attention_kernel where it applies (CPU, heads of up to 8 dimensions), else PyTorch's.
+ATTENTION_KERNELS = ("auto", "pytorch")
 
 
 def sinusoidal_positions(length: int, dim: int, device: torch.device) -> torch.Tensor:
@@ -156,10 +160,18 @@ class WeightDropoutAttention(torch.autograd.Function):
 class TransformerLayer(nn.Module):
     """Pre-norm attention + feed-forward block of MulT, with fused scaled-dot-product attention.
 
-    `faithful`: attention dropout by single weights (else by keys) and fairseq's initialisation."""
+    `faithful`: attention dropout by single weights (else by keys) and fairseq's initialisation. `attention`
+    (ATTENTION_KERNELS) chooses the kernel of the attention without weight dropout: the same function either way."""
 
     def __init__(
-        self, dim: int, heads: int, attn_dropout: float, relu_dropout: float, res_dropout: float, faithful: bool
+        self,
+        dim: int,
+        heads: int,
+        attn_dropout: float,
+        relu_dropout: float,
+        res_dropout: float,
+        faithful: bool,
+        attention: str = "auto",
     ):
         super().__init__()
         if dim % heads:
@@ -171,6 +183,7 @@ class TransformerLayer(nn.Module):
             res_dropout,
         )
         self.drop_keys = not faithful
+        self.small_head_kernel = attention == "auto"
         self.norm_attn = nn.LayerNorm(dim)
         self.query = nn.Linear(dim, dim)
         self.key_value = nn.Linear(dim, 2 * dim)
@@ -211,6 +224,8 @@ class TransformerLayer(nn.Module):
         if dropout and not x.is_cuda:
             keep = kept((batch, self.heads, query_len, keys.shape[1]), dropout, x.device)
             attended = WeightDropoutAttention.apply(query, key, value, mask, keep, dropout)
+        elif not dropout and self.small_head_kernel and attention_kernel.applies(query, mask):
+            attended = SmallHeadAttention.apply(query, key, value, mask)
         else:
             attended = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout)
         return self.out(attended.transpose(1, 2).reshape(batch, query_len, dim))
@@ -260,12 +275,13 @@ class TransformerEncoder(nn.Module):
         positions: bool,
         faithful: bool,
         checkpointing: bool,
+        attention: str = "auto",
     ):
         super().__init__()
         self.scale, self.positions, self.embed_dropout = math.sqrt(dim), positions, params.embed_dropout
         self.faithful, self.checkpointing = faithful, checkpointing
         self.layers = nn.ModuleList(
-            TransformerLayer(dim, heads, attn_dropout, params.relu_dropout, params.res_dropout, faithful)
+            TransformerLayer(dim, heads, attn_dropout, params.relu_dropout, params.res_dropout, faithful, attention)
             for _ in range(layers)
         )
         self.norm = nn.LayerNorm(dim)
@@ -444,7 +460,9 @@ class TFRNet(nn.Module):
     In `finetune` mode `text_encoder` (a Hugging Face BERT-family model) is part of the model and reads the
     corrupted ids; in `frozen` mode the batch carries precomputed encoder outputs and no encoder is held.
     `checkpointing` recomputes activations in backward: True in every layer of the text encoder and the
-    transformers, "text-encoder" in the text encoder's only, False nowhere.
+    transformers, "text-encoder" in the text encoder's only, False nowhere. `attention` "auto" computes the
+    attention of heads of up to 8 dimensions on CPU with robustmm.models.attention_kernel, "pytorch" always with
+    PyTorch's scaled_dot_product_attention (the same function).
     """
 
     def __init__(
@@ -457,6 +475,7 @@ class TFRNet(nn.Module):
         simam: bool = False,
         faithful: bool = False,
         checkpointing: bool | str = True,
+        attention: str = "auto",
     ):
         super().__init__()
         if text_mode not in TEXT_MODES:
@@ -468,6 +487,8 @@ class TFRNet(nn.Module):
         self.text_encoder = text_encoder
         if checkpointing not in CHECKPOINTING_LEVELS:
             raise ValueError(f"checkpointing {checkpointing!r}: expected True, False or 'text-encoder'")
+        if attention not in ATTENTION_KERNELS:
+            raise ValueError(f"attention {attention!r}: expected {' or '.join(ATTENTION_KERNELS)}")
         if checkpointing and getattr(text_encoder, "supports_gradient_checkpointing", False):
             # BERT's layers hold half of a training step's saved activations at MOSI shapes (1.25 of 2.7 GB, batch
             # 24); recomputing each layer in backward costs one more BERT forward, a small part of a step.
@@ -486,7 +507,7 @@ class TFRNet(nn.Module):
         # attn_dropout is (text, audio, vision): a cross-modal transformer uses the dropout of its key modality,
         # the intra-modal ones the text value, as upstream.
         intra_layers = max(p.nlevels, p.intra_layers)
-        encoder_options = {"faithful": faithful, "checkpointing": checkpointing is True}
+        encoder_options = {"faithful": faithful, "checkpointing": checkpointing is True, "attention": attention}
         self.intra = nn.ModuleList(
             TransformerEncoder(d, p.num_heads, intra_layers, p.attn_dropout[0], p, positions=True, **encoder_options)
             for _ in MODALITIES
