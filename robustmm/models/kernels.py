@@ -1,13 +1,16 @@
-"""Softmax attention for heads of a few dimensions on CPU, from a small C++ kernel (attention_kernel.cpp).
+"""TFR-Net's CPU kernels, from a small C++ file (kernels.cpp): softmax attention for heads of a few dimensions, and
+dropout. The same functions as PyTorch's, faster on TFR-Net's shapes.
 
-TFR-Net's transformers have heads of 5 dimensions (30 / 6) at up to 500 x 500 steps. PyTorch's CPU flash attention
-spends most of its time there outside the exponentials; the kernel takes a third of its time, forward and backward
-(MOSI shapes, 2 threads: 52 against 160 ms at 500 x 500), and 0.6 of its time in forward alone.
+Attention: TFR-Net's transformers have heads of 5 dimensions (30 / 6) at up to 500 x 500 steps. PyTorch's CPU flash
+attention spends most of its time there outside the exponentials; the kernel takes a third of its time, forward
+and backward (MOSI shapes, 2 threads: 52 against 160 ms at 500 x 500).
 
-The kernel is compiled on first use, once per machine and source, with the C++ compiler (`$CXX`, default g++)
+Dropout: drawing the mask, comparing and selecting are three passes over memory in PyTorch (`kept`, then a
+`where`); the kernel makes one.
+
+The library is compiled on first use, once per machine and source, with the C++ compiler (`$CXX`, default g++)
 into the user's cache (`~/.cache/robustmm/kernels`); `-march=native` makes it this CPU's. Without a compiler, or
-when compiling fails, `library()` is None (after one warning) and TFR-Net uses PyTorch's attention: the same
-function.
+when compiling fails, `library()` is None (after one warning) and TFR-Net uses PyTorch's operations.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ import torch
 
 from robustmm.cache_folder import user_cache_folder
 
-MAX_HEAD_DIM = 8  # the head sizes the kernel is specialised for (1-6, 8) and the range where it wins
-SOURCE = Path(__file__).with_name("attention_kernel.cpp")
+MAX_HEAD_DIM = 8  # the attention kernel is specialised for heads of 1-6 and 8 dims; at 15-20, SDPA is faster
+SOURCE = Path(__file__).with_name("kernels.cpp")
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-fno-trapping-math", "-fno-math-errno", "-std=c++17", "-fPIC", "-shared")
 
 _POINTER, _SIZE = ctypes.c_void_p, ctypes.c_int64
@@ -65,18 +68,18 @@ def library() -> ctypes.CDLL | None:
     compiler = shutil.which(os.environ.get("CXX", "g++"))
     if compiler is None:
         warnings.warn(
-            "no C++ compiler (g++ or $CXX): TFR-Net uses PyTorch's CPU attention, which is slower for its "
-            "small heads (install g++ for the faster kernel; the function is the same)",
+            "no C++ compiler (g++ or $CXX): TFR-Net uses PyTorch's CPU attention and dropout, which are slower on "
+            "its shapes (install g++ for robustmm's kernels; the function is the same)",
             stacklevel=2,
         )
         return None
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
     key = hashlib.sha256("\0".join([SOURCE.read_text(), *FLAGS, version, _cpu_description()]).encode()).hexdigest()
-    target = user_cache_folder("kernels") / f"attention-{key[:16]}.so"
+    target = user_cache_folder("kernels") / f"kernels-{key[:16]}.so"
     if not target.is_file() and (problem := _compile(compiler, target)):
         warnings.warn(
             f"compiling {SOURCE.name} with {compiler} failed, so TFR-Net uses PyTorch's CPU attention "
-            f"(slower, the same function): {problem}",
+            f"and dropout (slower, the same function): {problem}",
             stacklevel=2,
         )
         return None
@@ -84,10 +87,18 @@ def library() -> ctypes.CDLL | None:
     for suffix in _SUFFIX.values():
         getattr(kernel, f"attention_forward_{suffix}").argtypes = _FORWARD_ARGS
         getattr(kernel, f"attention_backward_{suffix}").argtypes = _BACKWARD_ARGS
+    kernel.dropout_forward_f32.argtypes = [_POINTER] * 3 + [
+        _SIZE,
+        ctypes.c_uint64,
+        ctypes.c_int32,
+        ctypes.c_float,
+        ctypes.c_int,
+    ]
+    kernel.dropout_backward_f32.argtypes = [_POINTER] * 3 + [_SIZE, ctypes.c_float, ctypes.c_int]
     return kernel
 
 
-def applies(q: torch.Tensor, mask: torch.Tensor | None) -> bool:
+def attention_applies(q: torch.Tensor, mask: torch.Tensor | None) -> bool:
     """Whether the kernel computes this attention: CPU, float32 or float64, a head of at most MAX_HEAD_DIM, and no
     mask or a per-key one (broadcast over the queries: (B or 1, H or 1, 1, Lk))."""
     return (
@@ -134,3 +145,39 @@ class SmallHeadAttention(torch.autograd.Function):
             batch * heads, queries, k_t.shape[-1], dim, torch.get_num_threads(),
         )  # fmt: skip
         return grad_q, grad_k_t.transpose(-1, -2), grad_v_t.transpose(-1, -2), None
+
+
+def dropout_applies(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and x.dtype == torch.float32 and library() is not None
+
+
+class KernelDropout(torch.autograd.Function):
+    """F.dropout's function on a float32 CPU tensor, in one pass: each element zeroed with probability `rate` (to
+    2^-16, as `kept`), the rest scaled by 1 / (1 - rate); backward keeps the boolean mask.
+
+    The mask's bits come from a counter-based generator (splitmix64 of each element's index) seeded by one draw
+    from torch's generator: torch.manual_seed fixes them, the thread count does not change them, and activation
+    checkpointing, which restores torch's random state, recomputes the same mask."""
+
+    @staticmethod
+    def forward(ctx, x, rate):
+        x = x.contiguous()
+        out, kept = torch.empty_like(x), torch.empty(x.shape, dtype=torch.bool)
+        seed = int(torch.empty((), dtype=torch.int64).random_())
+        ctx.scale = 1 / (1 - rate)
+        library().dropout_forward_f32(
+            x.data_ptr(), out.data_ptr(), kept.data_ptr(), x.numel(), seed, round(rate * 65536), ctx.scale,
+            torch.get_num_threads(),
+        )  # fmt: skip
+        ctx.save_for_backward(kept)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (kept,) = ctx.saved_tensors
+        grad_out = grad_out.contiguous()
+        grad = torch.empty_like(grad_out)
+        library().dropout_backward_f32(
+            grad_out.data_ptr(), kept.data_ptr(), grad.data_ptr(), grad.numel(), ctx.scale, torch.get_num_threads()
+        )
+        return grad, None

@@ -1,6 +1,7 @@
-// Softmax attention for heads of a few dimensions on CPU, compiled and loaded by robustmm/models/attention_kernel.py.
+// TFR-Net's CPU kernels, compiled and loaded by robustmm/models/kernels.py: softmax attention for heads of a few
+// dimensions, and dropout.
 //
-// PyTorch's CPU flash attention spends most of its time outside the exponentials when a head has 5 dimensions
+// Attention. PyTorch's CPU flash attention spends most of its time outside the exponentials when a head has 5 dimensions
 // (TFR-Net's 30 / 6); here one pass over a row's keys computes, exponentiates and uses each score while it is in a
 // register. Each (sample, head) is one thread's work, in a fixed order: results do not depend on the thread count.
 // Layouts: q (heads, queries, dim); k and v transposed, (heads, dim, keys); `allowed` (heads, keys) 1 or 0.
@@ -176,9 +177,38 @@ Backward<T> backward_for(int64_t dim) {
     }
 }
 
+// splitmix64's finaliser: a counter-based generator, element i's bits depend on (seed, i) alone.
+inline uint64_t mix(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
 }  // namespace
 
 extern "C" {
+// Dropout: kept[i] = (16 bits of element i) >= threshold, the keep probability 1 - threshold / 65536 (kept() in
+// tfr_net.py draws the same way); out = x * scale where kept, else 0. One pass instead of drawing, comparing and
+// selecting in three.
+void dropout_forward_f32(const float* x, float* out, uint8_t* kept, int64_t count, uint64_t seed, int32_t threshold,
+                         float scale, int threads) {
+    const int64_t blocks = (count + 3) / 4;  // 64 bits: four elements
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t b = 0; b < blocks; ++b) {
+        const uint64_t bits = mix(seed + 0x9e3779b97f4a7c15ULL * static_cast<uint64_t>(b + 1));
+        for (int64_t i = 4 * b; i < std::min(4 * b + 4, count); ++i) {
+            const bool keep = static_cast<int32_t>((bits >> (16 * (i - 4 * b))) & 0xffff) >= threshold;
+            kept[i] = keep;
+            out[i] = keep ? x[i] * scale : 0.0f;
+        }
+    }
+}
+
+void dropout_backward_f32(const float* grad, const uint8_t* kept, float* out, int64_t count, float scale, int threads) {
+#pragma omp parallel for simd num_threads(threads) schedule(static)
+    for (int64_t i = 0; i < count; ++i) out[i] = kept[i] ? grad[i] * scale : 0.0f;
+}
+
 void attention_forward_f32(const float* q, const float* kt, const float* vt, const float* allowed, float* out,
                            float* lse, int64_t heads, int64_t queries, int64_t keys, int64_t dim, int threads) {
     forward_for<float>(dim)(q, kt, vt, allowed, out, lse, heads, queries, keys, dim, threads);
