@@ -61,7 +61,9 @@ def build_inputs(folder: Path) -> tuple[Path, Path]:
     return features, encoder
 
 
-def training_setup(mode: str, features: str, encoder_dir: str, batches: int, bf16: bool, checkpointing="auto") -> dict:
+def training_setup(
+    mode: str, features: str, encoder_dir: str, batches: int, bf16: bool, checkpointing="auto", kernels="auto"
+) -> dict:
     """robustmm's TFR-Net in `mode` (finetune, frozen, faithful) ready to train on the first `batches` + 1
     batches of the benchmark data: the model, its optimizer and what train_epoch takes, and the seconds that
     preparing the splits (the frozen encoding) took."""
@@ -82,6 +84,7 @@ def training_setup(mode: str, features: str, encoder_dir: str, batches: int, bf1
         faithful=mode == "faithful",
         amp=bf16,
         checkpointing=checkpointing,
+        kernels=kernels,
         device="cpu",
         progress=False,
         batch_size=BATCH,

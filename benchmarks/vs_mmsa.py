@@ -13,7 +13,8 @@ average below `--idle-load`), waited for up to `--wait` seconds. A step "had bot
 CPU time was at least 90% of threads x wall time; the median is over those steps when there are any.
 
     python benchmarks/vs_mmsa.py [--configs mmsa,finetune,frozen,faithful] [--rounds 2] [--steps 3]
-                                 [--threads 2] [--checkpointing auto|true|false|text-encoder] [--bf16] [--wait 300]
+                                 [--threads 2] [--checkpointing auto|true|false|text-encoder] [--kernels auto|pytorch]
+                                 [--bf16] [--wait 300]
 
 Run it under jemalloc, for both sides (docs/training.md, "Speed and memory"):
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 python benchmarks/vs_mmsa.py
@@ -38,11 +39,11 @@ from train_speed import BATCH, MOSI_DIMS, MOSI_LENS, build_inputs, high_water_ma
 CONFIGS = ("mmsa", "finetune", "frozen", "faithful")
 
 
-def robustmm_steps(mode: str, features: str, encoder_dir: str, steps: int, checkpointing, bf16: bool):
+def robustmm_steps(mode: str, features: str, encoder_dir: str, steps: int, checkpointing, kernels: str, bf16: bool):
     """Yields a training step function of robustmm in `mode` (finetune, frozen, faithful)."""
     from robustmm import train as training
 
-    setup = training_setup(mode, features, encoder_dir, steps, bf16, checkpointing)
+    setup = training_setup(mode, features, encoder_dir, steps, bf16, checkpointing, kernels)
     model, tensors = setup["model"], setup["tensors"]
     train_arguments = (setup["optimizer"], setup["scaler"])
     epoch_arguments = (setup["preset"], setup["config"], 2, setup["generator"], setup["device"])
@@ -124,7 +125,9 @@ def mmsa_steps(features: str, encoder_dir: str, steps: int):
     return step, {}
 
 
-def measure(config: str, features: str, encoder_dir: str, steps: int, threads: int, checkpointing, bf16: bool) -> dict:
+def measure(
+    config: str, features: str, encoder_dir: str, steps: int, threads: int, checkpointing, kernels: str, bf16: bool
+) -> dict:
     """Runs in a fresh process: one warm-up step, then `steps` timed ones; wall and CPU seconds per step."""
     import torch
 
@@ -132,7 +135,7 @@ def measure(config: str, features: str, encoder_dir: str, steps: int, threads: i
     if config == "mmsa":
         step, facts = mmsa_steps(features, encoder_dir, steps)
     else:
-        step, facts = robustmm_steps(config, features, encoder_dir, steps, checkpointing, bf16)
+        step, facts = robustmm_steps(config, features, encoder_dir, steps, checkpointing, kernels, bf16)
     step(0)
     walls, cpus = [], []
     for index in range(1, steps + 1):
@@ -177,6 +180,7 @@ def main() -> None:
     parser.add_argument(
         "--checkpointing", choices=("auto", "true", "false", "text-encoder"), default="auto", help="robustmm's setting"
     )
+    parser.add_argument("--kernels", choices=("auto", "pytorch"), default="auto", help="robustmm's setting")
     parser.add_argument("--bf16", action="store_true", help="robustmm finetune and frozen under bf16 autocast")
     parser.add_argument("--idle-load", type=float, default=0.5, help="1-minute load average that counts as idle")
     parser.add_argument("--wait", type=float, default=300.0, help="seconds to wait for an idle machine per process")
@@ -186,7 +190,7 @@ def main() -> None:
     if args.child:
         config = args.child[0]
         bf16 = args.bf16 and config in ("finetune", "frozen")
-        print(json.dumps(measure(*args.child, args.steps, args.threads, checkpointing, bf16)))
+        print(json.dumps(measure(*args.child, args.steps, args.threads, checkpointing, args.kernels, bf16)))
         return
     configs = args.configs.split(",")
     unknown = sorted(set(configs) - set(CONFIGS))
@@ -197,7 +201,7 @@ def main() -> None:
     print(
         f"commit {git_commit()}; {args.threads} threads, batch {BATCH}, MOSI shapes {MOSI_LENS}, rate 0.5, "
         f"bert-base-sized random encoder; {args.rounds} rounds x {args.steps} timed steps; allocator {allocator}; "
-        f"robustmm checkpointing {args.checkpointing}{', bf16' if args.bf16 else ''}",
+        f"robustmm checkpointing {args.checkpointing}, kernels {args.kernels}{', bf16' if args.bf16 else ''}",
         flush=True,
     )
     results = {config: {"walls": [], "cpus": [], "peak": 0.0, "loads": [], "facts": {}} for config in configs}
@@ -219,6 +223,8 @@ def main() -> None:
                     str(args.threads),
                     "--checkpointing",
                     args.checkpointing,
+                    "--kernels",
+                    args.kernels,
                 ]
                 command += ["--bf16"] if args.bf16 else []
                 done = subprocess.run(command, capture_output=True, text=True)

@@ -48,7 +48,7 @@ from robustmm.missing import (
     missing_pattern,
     pattern_record,
 )
-from robustmm.models.tfr_net import TEXT_MODES
+from robustmm.models.tfr_net import KERNELS, TEXT_MODES
 from robustmm.presets import PRESET_SOURCES, Preset, check_tfr_net_overrides
 from robustmm.progress import SweepProgress
 from robustmm.settings import RunResources, SweepCommandSettings, TrainCommandSettings, load_command_settings
@@ -95,6 +95,7 @@ def sweep(
     device: str = "auto",
     amp: bool = False,
     checkpointing: bool | str = "auto",
+    kernels: str = "auto",
     epochs: int | None = None,
     batch_size: int | None = None,
     keep_models: bool = True,
@@ -180,6 +181,7 @@ def sweep(
             device=device,
             amp=amp,
             checkpointing=checkpointing,
+            kernels=kernels,
             max_epochs=epochs,
             batch_size=batch_size,
             progress=progress and one_at_a_time,
@@ -608,6 +610,12 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
         help="recompute activations in backward to save memory: everywhere, nowhere, in the text encoder only, "
         "or (default auto) the least that fits in half the free memory",
     )
+    parser.add_argument(
+        "--kernels",
+        choices=KERNELS,
+        help="auto (default): robustmm's compiled CPU kernels (attention of heads of up to 8 dims, dropout) where "
+        "they apply, else PyTorch's; pytorch: PyTorch's always. The same function",
+    )
     parser.add_argument("--epochs", type=int, help="maximum epochs (default: the preset's cap; early stopping applies)")
     parser.add_argument("--batch-size", type=int, help="default: the preset's")
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
@@ -703,6 +711,7 @@ MODEL_FLAGS = (
     "device",
     "amp",
     "checkpointing",
+    "kernels",
     "epochs",
     "batch_size",
     "metric_family",
@@ -793,6 +802,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=settings.device,
         amp=settings.amp,
         checkpointing=settings.checkpointing,
+        kernels=settings.kernels,
         max_epochs=settings.epochs,
         batch_size=settings.batch_size,
         progress=settings.progress,

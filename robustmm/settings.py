@@ -43,7 +43,7 @@ from robustmm.missing import (
     TrainOnce,
     check_missing_seeds,
 )
-from robustmm.models.tfr_net import TEXT_MODES
+from robustmm.models.tfr_net import KERNELS, TEXT_MODES
 from robustmm.presets import KEY_METRICS, MODALITIES, PRESET_SOURCES, PRESETS, check_tfr_net_overrides
 from robustmm.train import TEXT_TARGETS, check_checkpointing
 
@@ -583,6 +583,7 @@ class ModelSettings:
     device: str = setting(Device(), "auto")
     amp: bool = setting(Boolean(), False)
     checkpointing: bool | str = setting(Checked(check_checkpointing, "auto, true, false or text-encoder"), "auto")
+    kernels: str = setting(Choice(KERNELS), "auto")
     epochs: int | None = setting(Optional(POSITIVE), None)
     batch_size: int | None = setting(Optional(POSITIVE), None)
     progress: bool = setting(Boolean(), True)

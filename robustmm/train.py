@@ -41,7 +41,7 @@ from robustmm.missing import (
     mask_seeds,
     pattern_record,
 )
-from robustmm.models.tfr_net import CHECKPOINTING_LEVELS, TEXT_MODES, TFRNet
+from robustmm.models.tfr_net import CHECKPOINTING_LEVELS, KERNELS, TEXT_MODES, TFRNet
 from robustmm.presets import (
     Preset,
     check_preset_source,
@@ -70,6 +70,7 @@ class RunConfig:
     device: str = "auto"
     amp: bool = False
     checkpointing: bool | str = "auto"  # recompute activations in backward: True, False, "text-encoder", or "auto"
+    kernels: str = "auto"  # tfr_net.KERNELS: "auto" (robustmm's compiled CPU kernels where they apply) or "pytorch"
     max_epochs: int | None = None
     batch_size: int | None = None
     progress: bool = True
@@ -101,6 +102,8 @@ class RunConfig:
             if not all(0.0 <= rate <= 1.0 for rate in self.test_rates):
                 raise ValueError(f"test rates {list(self.test_rates)}: each must lie in [0, 1]")
         self.checkpointing = check_checkpointing(self.checkpointing)
+        if self.kernels not in KERNELS:
+            raise ValueError(f"kernels {self.kernels!r}: expected {' or '.join(KERNELS)}")
         check_preset_source(self.preset_source)
         self.tfr_net = check_tfr_net_overrides(self.tfr_net) if self.tfr_net else None
         if self.text_mode not in TEXT_MODES:
@@ -345,6 +348,7 @@ def build_model(
         simam=config.simam,
         faithful=config.faithful,
         checkpointing=resolve_checkpointing(config.checkpointing, needed, device or torch.device("cpu")),
+        kernels=config.kernels,
     )
 
 
@@ -394,8 +398,9 @@ def seed_everything(seed: int) -> None:
 # fingerprint at that value, so that the runs recorded before they existed stay valid.
 ADDED_LATER = {"missing": {"pattern": "iid"}, "train_once": None, "test_rates": None}
 # RunConfig fields that cannot change a run's result: a run may resume on another device, without bars, with
-# checkpointing switched (recomputation gives the same activations).
-DISPLAY_ONLY = ("progress", "device", "checkpointing")
+# checkpointing switched (recomputation gives the same activations), with other kernels (the same function; like
+# another device, another stream of dropout masks).
+DISPLAY_ONLY = ("progress", "device", "checkpointing", "kernels")
 # Preset fields that belong to a sweep or to the reader, not to one run.
 NOT_OF_ONE_RUN = ("notes", "missing_rates", "seeds")
 # The files a run writes in its folder; overwriting a run deletes exactly these.

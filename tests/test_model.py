@@ -375,10 +375,11 @@ def test_weight_dropout_attention_is_softmax_attention_with_dropped_weights(allo
         WeightDropoutAttention.SLICE_ELEMENTS = default
 
 
-def test_cpu_dropout_zeroes_the_rate_and_scales_the_rest():
+@pytest.mark.parametrize("compiled", [True, False])  # robustmm's kernel (where it builds) or `kept` and a `where`
+def test_cpu_dropout_zeroes_the_rate_and_scales_the_rest(compiled):
     torch.manual_seed(0)
     x = torch.ones(200_000, requires_grad=True)
-    y = dropout(x, 0.2, training=True)
+    y = dropout(x, 0.2, training=True, compiled=compiled)
     assert abs(float((y == 0).float().mean()) - 0.2) < 0.005
     assert set(y.unique().tolist()) == {0.0, 1.25}
     y.sum().backward()

@@ -119,6 +119,10 @@ def test_the_repository_params_are_valid():
             "params.yaml: sweep.checkpointing: checkpointing 'sometimes': expected auto, true, false or text-encoder",
         ),
         (
+            lambda p: p["sweep"].update(kernels="fast"),
+            "params.yaml: sweep.kernels: 'fast' is not allowed",
+        ),
+        (
             lambda p: p["extract"]["text"].update(max_length="16"),
             "params.yaml: extract.text.max_length: '16' is not allowed (an integer)",
         ),

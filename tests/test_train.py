@@ -406,3 +406,13 @@ def test_checkpointing_setting_is_checked_and_leaves_the_fingerprint_alone():
         for value in training.CHECKPOINTING
     ]
     assert all(fingerprint == fingerprints[0] for fingerprint in fingerprints)
+
+
+def test_kernels_setting_is_checked_and_leaves_the_fingerprint_alone():
+    with pytest.raises(ValueError, match="kernels 'fast': expected auto or pytorch"):
+        RunConfig(dataset="mosi", kernels="fast")
+    preset = get_preset("mosi")
+    auto, pytorch = (
+        training.run_fingerprint(preset, RunConfig(dataset="mosi", kernels=value), "0") for value in ("auto", "pytorch")
+    )
+    assert auto == pytorch

@@ -10,7 +10,6 @@ import json
 import os
 import pickle
 import sys
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from robustmm.cache_folder import user_cache_folder
 from robustmm.data import atomic_write
 from robustmm.features.base import Extractor
 
@@ -103,14 +103,7 @@ def use_private_jit_cache() -> Path:
     """
     if not os.environ.get(JIT_CACHE_ENV_VAR):
         environment = hashlib.sha256(sys.prefix.encode("utf-8")).hexdigest()[:16]
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-        folder = base / "robustmm" / "numba" / environment
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError:  # a read-only home: the temporary folder is this user's own too
-            folder = Path(tempfile.gettempdir()) / f"robustmm-numba-{os.getuid()}" / environment
-            folder.mkdir(parents=True, exist_ok=True)
-        os.environ[JIT_CACHE_ENV_VAR] = str(folder)
+        os.environ[JIT_CACHE_ENV_VAR] = str(user_cache_folder("numba", environment))
     return Path(os.environ[JIT_CACHE_ENV_VAR])
 
 

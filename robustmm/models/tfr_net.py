@@ -26,11 +26,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from robustmm.models import kernels
+from robustmm.models.kernels import KernelDropout, SmallHeadAttention
 from robustmm.models.simam import SimAM
 from robustmm.presets import MODALITIES, TFRNetParams
 
 TEXT_MODES = ("finetune", "frozen")
 CHECKPOINTING_LEVELS = (True, False, "text-encoder")  # see TFRNet
+# "auto": robustmm.models.kernels where they apply (CPU: attention of heads of up to 8 dimensions, dropout), else
+# PyTorch's; "pytorch": PyTorch's always.
+KERNELS = ("auto", "pytorch")
 
 
 def sinusoidal_positions(length: int, dim: int, device: torch.device) -> torch.Tensor:
@@ -68,12 +73,15 @@ def kept(shape: tuple[int, ...], rate: float, device: torch.device) -> torch.Ten
     return (bits >= round(rate * 65536) - 32768).view(shape)
 
 
-def dropout(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
+def dropout(x: torch.Tensor, rate: float, training: bool, compiled: bool = True) -> torch.Tensor:
     """F.dropout's function (zero each element with probability `rate`, scale the rest by 1 / (1 - rate)).
 
-    On CPU the mask comes from `kept`; CUDA keeps its fused kernel."""
+    On CPU robustmm.models.kernels' dropout where it applies and `compiled` (draw, mask and scale in one pass:
+    a quarter of the time of the three passes below), else a mask from `kept`; CUDA keeps its fused kernel."""
     if not training or rate == 0 or x.is_cuda:
         return F.dropout(x, rate, training)
+    if compiled and kernels.dropout_applies(x):
+        return KernelDropout.apply(x, rate)
     return torch.where(kept(x.shape, rate, x.device), x * (1 / (1 - rate)), 0.0)  # backward keeps the boolean mask
 
 
@@ -156,10 +164,18 @@ class WeightDropoutAttention(torch.autograd.Function):
 class TransformerLayer(nn.Module):
     """Pre-norm attention + feed-forward block of MulT, with fused scaled-dot-product attention.
 
-    `faithful`: attention dropout by single weights (else by keys) and fairseq's initialisation."""
+    `faithful`: attention dropout by single weights (else by keys) and fairseq's initialisation. `kernels`
+    (KERNELS) chooses the attention and dropout kernels: the same function either way."""
 
     def __init__(
-        self, dim: int, heads: int, attn_dropout: float, relu_dropout: float, res_dropout: float, faithful: bool
+        self,
+        dim: int,
+        heads: int,
+        attn_dropout: float,
+        relu_dropout: float,
+        res_dropout: float,
+        faithful: bool,
+        kernels: str = "auto",
     ):
         super().__init__()
         if dim % heads:
@@ -171,6 +187,7 @@ class TransformerLayer(nn.Module):
             res_dropout,
         )
         self.drop_keys = not faithful
+        self.compiled_kernels = kernels == "auto"
         self.norm_attn = nn.LayerNorm(dim)
         self.query = nn.Linear(dim, dim)
         self.key_value = nn.Linear(dim, 2 * dim)
@@ -211,6 +228,8 @@ class TransformerLayer(nn.Module):
         if dropout and not x.is_cuda:
             keep = kept((batch, self.heads, query_len, keys.shape[1]), dropout, x.device)
             attended = WeightDropoutAttention.apply(query, key, value, mask, keep, dropout)
+        elif not dropout and self.compiled_kernels and kernels.attention_applies(query, mask):
+            attended = SmallHeadAttention.apply(query, key, value, mask)
         else:
             attended = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout)
         return self.out(attended.transpose(1, 2).reshape(batch, query_len, dim))
@@ -237,9 +256,10 @@ class TransformerLayer(nn.Module):
             keys, values = (
                 (self.norm_attn(keys),) * 2 if values is keys else (self.norm_attn(keys), self.norm_attn(values))
             )
-        x = x + dropout(self.attention(normed, keys, values, mask), self.res_dropout, self.training)
-        hidden = dropout(F.relu(self.fc1(self.norm_ff(x))), self.relu_dropout, self.training)
-        return x + dropout(self.fc2(hidden), self.res_dropout, self.training)
+        compiled = self.compiled_kernels
+        x = x + dropout(self.attention(normed, keys, values, mask), self.res_dropout, self.training, compiled)
+        hidden = dropout(F.relu(self.fc1(self.norm_ff(x))), self.relu_dropout, self.training, compiled)
+        return x + dropout(self.fc2(hidden), self.res_dropout, self.training, compiled)
 
 
 class TransformerEncoder(nn.Module):
@@ -260,12 +280,13 @@ class TransformerEncoder(nn.Module):
         positions: bool,
         faithful: bool,
         checkpointing: bool,
+        kernels: str = "auto",
     ):
         super().__init__()
         self.scale, self.positions, self.embed_dropout = math.sqrt(dim), positions, params.embed_dropout
-        self.faithful, self.checkpointing = faithful, checkpointing
+        self.faithful, self.checkpointing, self.compiled_kernels = faithful, checkpointing, kernels == "auto"
         self.layers = nn.ModuleList(
-            TransformerLayer(dim, heads, attn_dropout, params.relu_dropout, params.res_dropout, faithful)
+            TransformerLayer(dim, heads, attn_dropout, params.relu_dropout, params.res_dropout, faithful, kernels)
             for _ in range(layers)
         )
         self.norm = nn.LayerNorm(dim)
@@ -275,7 +296,7 @@ class TransformerEncoder(nn.Module):
         if self.positions:
             table = sinusoidal_positions(x.shape[1], x.shape[2], x.device).to(x.dtype)
             scaled = scaled + (table * (x[:, :, :1] != 0) if self.faithful else table)
-        return dropout(scaled, self.embed_dropout, self.training)
+        return dropout(scaled, self.embed_dropout, self.training, self.compiled_kernels)
 
     def forward(
         self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None
@@ -444,7 +465,9 @@ class TFRNet(nn.Module):
     In `finetune` mode `text_encoder` (a Hugging Face BERT-family model) is part of the model and reads the
     corrupted ids; in `frozen` mode the batch carries precomputed encoder outputs and no encoder is held.
     `checkpointing` recomputes activations in backward: True in every layer of the text encoder and the
-    transformers, "text-encoder" in the text encoder's only, False nowhere.
+    transformers, "text-encoder" in the text encoder's only, False nowhere. `kernels` "auto" computes the
+    attention of heads of up to 8 dimensions and the dropout on CPU with robustmm.models.kernels, "pytorch"
+    always with PyTorch's operations (the same function).
     """
 
     def __init__(
@@ -457,6 +480,7 @@ class TFRNet(nn.Module):
         simam: bool = False,
         faithful: bool = False,
         checkpointing: bool | str = True,
+        kernels: str = "auto",
     ):
         super().__init__()
         if text_mode not in TEXT_MODES:
@@ -465,9 +489,12 @@ class TFRNet(nn.Module):
             raise ValueError("finetune mode needs a text encoder inside the model; frozen mode takes none")
         self.params, self.seq_lens, self.feature_dims = params, tuple(seq_lens), tuple(feature_dims)
         self.text_mode, self.faithful, self.checkpointing = text_mode, faithful, checkpointing
+        self.compiled_kernels = kernels == "auto"
         self.text_encoder = text_encoder
         if checkpointing not in CHECKPOINTING_LEVELS:
             raise ValueError(f"checkpointing {checkpointing!r}: expected True, False or 'text-encoder'")
+        if kernels not in KERNELS:
+            raise ValueError(f"kernels {kernels!r}: expected {' or '.join(KERNELS)}")
         if checkpointing and getattr(text_encoder, "supports_gradient_checkpointing", False):
             # BERT's layers hold half of a training step's saved activations at MOSI shapes (1.25 of 2.7 GB, batch
             # 24); recomputing each layer in backward costs one more BERT forward, a small part of a step.
@@ -486,7 +513,7 @@ class TFRNet(nn.Module):
         # attn_dropout is (text, audio, vision): a cross-modal transformer uses the dropout of its key modality,
         # the intra-modal ones the text value, as upstream.
         intra_layers = max(p.nlevels, p.intra_layers)
-        encoder_options = {"faithful": faithful, "checkpointing": checkpointing is True}
+        encoder_options = {"faithful": faithful, "checkpointing": checkpointing is True, "kernels": kernels}
         self.intra = nn.ModuleList(
             TransformerEncoder(d, p.num_heads, intra_layers, p.attn_dropout[0], p, positions=True, **encoder_options)
             for _ in MODALITIES
@@ -576,7 +603,7 @@ class TFRNet(nn.Module):
         if self.faithful:
             check_upstream_lengths(lengths)
         text_m, text_target = self.text_inputs(batch, with_target=with_reconstruction)
-        text_m = dropout(text_m, self.params.text_dropout, self.training)
+        text_m = dropout(text_m, self.params.text_dropout, self.training, self.compiled_kernels)
         inputs = [text_m, batch["audio_m"], batch["vision_m"]]
         targets = [text_target, batch["audio"], batch["vision"]]
         steps = [torch.arange(x.shape[1], device=x.device)[None, :] for x in inputs]
