@@ -3,7 +3,10 @@ the dropout is F.dropout's function; neither depends on the thread count; PyTorc
 kernels cannot be compiled."""
 
 import dataclasses
+import os
 import shutil
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -182,7 +185,9 @@ def test_a_failing_compile_is_reported_and_leaves_no_library(fresh_library, monk
     compiler.write_text("#!/bin/sh\n[ \"$1\" = --version ] && exit 0\necho 'kernels.cpp:1: error: nope' >&2\nexit 1\n")
     compiler.chmod(0o755)
     monkeypatch.setenv("CXX", str(compiler))
-    with pytest.warns(UserWarning, match="failed, so TFR-Net uses PyTorch's CPU attention .*error: nope"):
+    with pytest.warns(
+        UserWarning, match="kernels.cpp with .* failed: .*error: nope: TFR-Net uses PyTorch's CPU attention"
+    ):
         assert kernels.library() is None
     assert not list((fresh_library / "robustmm" / "kernels").iterdir())  # no partial file left
 
@@ -196,3 +201,23 @@ def test_the_compiled_kernel_is_kept_and_reused(fresh_library):
     kernels.library.cache_clear()
     assert kernels.library() is not None
     assert built[0].stat().st_mtime_ns == stamp  # loaded, not compiled again
+
+
+@needs_compiler
+def test_a_damaged_library_is_reported_and_removed(fresh_library):
+    assert kernels.library() is not None
+    (built,) = (fresh_library / "robustmm" / "kernels").glob("kernels-*.so")
+    damaged = built.with_name("damaged")
+    damaged.write_bytes(b"not a shared library")
+    damaged.replace(built)  # a new file: this process keeps its mapping of the loaded one
+    # Another process: this one would get its loaded library back from dlopen, whatever the file holds now.
+    done = subprocess.run(
+        [sys.executable, "-c", "from robustmm.models import kernels; print(kernels.library())"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "XDG_CACHE_HOME": str(fresh_library)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "None"
+    assert "could not be loaded" in done.stderr and "removed: TFR-Net uses PyTorch's CPU attention" in done.stderr
+    assert not built.exists()  # so the next run compiles it again

@@ -36,6 +36,8 @@ FLAGS = ("-O3", "-march=native", "-fopenmp", "-fno-trapping-math", "-fno-math-er
 _POINTER, _SIZE = ctypes.c_void_p, ctypes.c_int64
 _FORWARD_ARGS = [_POINTER] * 6 + [_SIZE] * 4 + [ctypes.c_int]
 _BACKWARD_ARGS = [_POINTER] * 10 + [_SIZE] * 4 + [ctypes.c_int]
+_DROPOUT_FORWARD_ARGS = [_POINTER] * 3 + [_SIZE, ctypes.c_uint64, ctypes.c_int32, ctypes.c_float, ctypes.c_int]
+_DROPOUT_BACKWARD_ARGS = [_POINTER] * 3 + [_SIZE, ctypes.c_float, ctypes.c_int]
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 
 
@@ -62,39 +64,39 @@ def _compile(compiler: str, target: Path) -> str | None:
     return None
 
 
+def _fallback(reason: str) -> None:
+    warnings.warn(
+        f"{reason}: TFR-Net uses PyTorch's CPU attention and dropout, which are slower on its shapes (the function "
+        'is the same; docs/training.md, "robustmm\'s CPU kernels")',
+        stacklevel=3,
+    )
+
+
 @functools.cache
 def library() -> ctypes.CDLL | None:
-    """The compiled kernel, compiling it when this machine has none; None (warned once) when it cannot be built."""
+    """The compiled kernels, compiling them when this machine has none; None (warned once) when they cannot be
+    built or loaded."""
     compiler = shutil.which(os.environ.get("CXX", "g++"))
     if compiler is None:
-        warnings.warn(
-            "no C++ compiler (g++ or $CXX): TFR-Net uses PyTorch's CPU attention and dropout, which are slower on "
-            "its shapes (install g++ for robustmm's kernels; the function is the same)",
-            stacklevel=2,
-        )
-        return None
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
+        return _fallback("no C++ compiler (g++ or $CXX) to build robustmm's kernels with")
+    try:
+        version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
+    except OSError as error:
+        return _fallback(f"{compiler} cannot be run ({error})")
     key = hashlib.sha256("\0".join([SOURCE.read_text(), *FLAGS, version, _cpu_description()]).encode()).hexdigest()
     target = user_cache_folder("kernels") / f"kernels-{key[:16]}.so"
     if not target.is_file() and (problem := _compile(compiler, target)):
-        warnings.warn(
-            f"compiling {SOURCE.name} with {compiler} failed, so TFR-Net uses PyTorch's CPU attention "
-            f"and dropout (slower, the same function): {problem}",
-            stacklevel=2,
-        )
-        return None
-    kernel = ctypes.CDLL(str(target))
+        return _fallback(f"compiling {SOURCE.name} with {compiler} failed: {problem}")
+    try:
+        kernel = ctypes.CDLL(str(target))
+    except OSError as error:
+        target.unlink(missing_ok=True)  # damaged: the next run compiles it again
+        return _fallback(f"{target} could not be loaded ({error}); removed")
     for suffix in _SUFFIX.values():
         getattr(kernel, f"attention_forward_{suffix}").argtypes = _FORWARD_ARGS
         getattr(kernel, f"attention_backward_{suffix}").argtypes = _BACKWARD_ARGS
-    kernel.dropout_forward_f32.argtypes = [_POINTER] * 3 + [
-        _SIZE,
-        ctypes.c_uint64,
-        ctypes.c_int32,
-        ctypes.c_float,
-        ctypes.c_int,
-    ]
-    kernel.dropout_backward_f32.argtypes = [_POINTER] * 3 + [_SIZE, ctypes.c_float, ctypes.c_int]
+    kernel.dropout_forward_f32.argtypes = _DROPOUT_FORWARD_ARGS
+    kernel.dropout_backward_f32.argtypes = _DROPOUT_BACKWARD_ARGS
     return kernel
 
 
