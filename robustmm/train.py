@@ -554,11 +554,21 @@ def restore_rng_states(states: dict, generator: torch.Generator) -> None:
 TRAINING_LOG = "dvclive"
 
 
+def _no_vscode_signal(*_) -> None:
+    pass
+
+
 def open_training_log(run_dir: Path, history: list[dict]):
     """The run's DVCLive logger, its files rewritten from `history` so that a resumed run logs exactly the
     epochs of the checkpoint it resumes from (an epoch logged after its checkpoint's save is not lost or doubled)."""
+    import dvclive.live
     from dvclive import Live
 
+    # DVCLive signals VS Code's DVC extension through one file per repository (.dvc/tmp/exps/run/
+    # DVCLIVE_STEP_COMPLETED), written every epoch and removed at the end by a check-then-remove: runs training at
+    # once in one repository (sweep.workers, Ray) raced on it, and a run failed at its end with FileNotFoundError
+    # (a CI run of tests/test_executors.py). robustmm's runs leave that file alone.
+    dvclive.live.mark_dvclive_step_completed = dvclive.live.cleanup_dvclive_step_completed = _no_vscode_signal
     # No experiment commits, no dvc.yaml edits, no report: the pipeline's dvc.yaml declares the curves.
     live = Live(dir=str(run_dir / TRAINING_LOG), save_dvc_exp=False, dvcyaml=False, report=None)
     for entry in history:

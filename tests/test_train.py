@@ -416,3 +416,19 @@ def test_kernels_setting_is_checked_and_leaves_the_fingerprint_alone():
         training.run_fingerprint(preset, RunConfig(dataset="mosi", kernels=value), "0") for value in ("auto", "pytorch")
     )
     assert auto == pytorch
+
+
+def test_runs_training_at_once_in_one_repository_leave_dvclives_vscode_signal_alone(tmp_path, monkeypatch):
+    # DVCLive's signal file is one per repository, removed by a check-then-remove that parallel runs raced on.
+    (tmp_path / ".dvc").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    live = training.open_training_log(tmp_path / "run", [])
+    training.log_epoch(live, {"epoch": 0, "train_loss": 1.0, "valid_loss": 1.0, "learning_rate": 1e-3})
+    assert not (tmp_path / ".dvc" / "tmp" / "exps" / "run" / "DVCLIVE_STEP_COMPLETED").exists()
+    signal = tmp_path / ".dvc" / "tmp" / "exps" / "run" / "DVCLIVE_STEP_COMPLETED"
+    signal.parent.mkdir(parents=True)
+    signal.write_text("another run's")
+    training.close_training_log(live, {"epochs": 1, "best_epoch": 0, "best_valid_loss": 1.0, "test": {"MAE": 0.5}})
+    assert signal.read_text() == "another run's"
+    assert (tmp_path / "run" / "dvclive" / "metrics.json").is_file()
