@@ -1,4 +1,4 @@
-"""The user's cache folders for what robustmm builds once per machine (numba kernels, the attention kernel)."""
+"""The user's cache folders for what robustmm builds once per machine (numba kernels, robustmm's CPU kernels)."""
 
 from __future__ import annotations
 

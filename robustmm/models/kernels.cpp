@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -33,7 +34,7 @@ inline float exp_of(float x) {
 }
 inline double exp_of(double x) { return std::exp(std::min(x, 700.0)); }  // float64 is for gradcheck
 
-// DIM > 0: the head size known when compiling (the loops over it unroll); 0: read from `dim`.
+// DIM > 0: the head size known when compiling (with_head_size); 0: read from `runtime_dim`.
 template <typename T, int DIM>
 void forward(const T* q, const T* kt, const T* vt, const T* allowed, T* out, T* lse, int64_t heads,
              int64_t queries, int64_t keys, int64_t runtime_dim, int threads) {
@@ -143,37 +144,19 @@ void backward(const T* q, const T* kt, const T* vt, const T* allowed, const T* o
     }
 }
 
-template <typename T>
-using Forward = void (*)(const T*, const T*, const T*, const T*, T*, T*, int64_t, int64_t, int64_t, int64_t, int);
-template <typename T>
-using Backward = void (*)(const T*, const T*, const T*, const T*, const T*, const T*, const T*, T*, T*, T*, int64_t,
-                          int64_t, int64_t, int64_t, int);
-
-template <typename T>
-Forward<T> forward_for(int64_t dim) {
+// Calls `call` with the head size as a compile-time constant where the kernels are specialised for it (the loops
+// over it unroll), else with 0 (read at run time); kernels.py's MAX_HEAD_DIM follows this list.
+template <typename Call>
+void with_head_size(int64_t dim, Call call) {
     switch (dim) {
-        case 1: return forward<T, 1>;
-        case 2: return forward<T, 2>;
-        case 3: return forward<T, 3>;
-        case 4: return forward<T, 4>;
-        case 5: return forward<T, 5>;
-        case 6: return forward<T, 6>;
-        case 8: return forward<T, 8>;
-        default: return forward<T, 0>;
-    }
-}
-
-template <typename T>
-Backward<T> backward_for(int64_t dim) {
-    switch (dim) {
-        case 1: return backward<T, 1>;
-        case 2: return backward<T, 2>;
-        case 3: return backward<T, 3>;
-        case 4: return backward<T, 4>;
-        case 5: return backward<T, 5>;
-        case 6: return backward<T, 6>;
-        case 8: return backward<T, 8>;
-        default: return backward<T, 0>;
+        case 1: return call(std::integral_constant<int, 1>{});
+        case 2: return call(std::integral_constant<int, 2>{});
+        case 3: return call(std::integral_constant<int, 3>{});
+        case 4: return call(std::integral_constant<int, 4>{});
+        case 5: return call(std::integral_constant<int, 5>{});
+        case 6: return call(std::integral_constant<int, 6>{});
+        case 8: return call(std::integral_constant<int, 8>{});
+        default: return call(std::integral_constant<int, 0>{});
     }
 }
 
@@ -211,23 +194,31 @@ void dropout_backward_f32(const float* grad, const uint8_t* kept, float* out, in
 
 void attention_forward_f32(const float* q, const float* kt, const float* vt, const float* allowed, float* out,
                            float* lse, int64_t heads, int64_t queries, int64_t keys, int64_t dim, int threads) {
-    forward_for<float>(dim)(q, kt, vt, allowed, out, lse, heads, queries, keys, dim, threads);
+    with_head_size(dim, [&](auto size) {
+        forward<float, size.value>(q, kt, vt, allowed, out, lse, heads, queries, keys, dim, threads);
+    });
 }
 void attention_forward_f64(const double* q, const double* kt, const double* vt, const double* allowed, double* out,
                            double* lse, int64_t heads, int64_t queries, int64_t keys, int64_t dim, int threads) {
-    forward_for<double>(dim)(q, kt, vt, allowed, out, lse, heads, queries, keys, dim, threads);
+    with_head_size(dim, [&](auto size) {
+        forward<double, size.value>(q, kt, vt, allowed, out, lse, heads, queries, keys, dim, threads);
+    });
 }
 void attention_backward_f32(const float* q, const float* kt, const float* vt, const float* allowed, const float* out,
                             const float* lse, const float* grad_out, float* grad_q, float* grad_kt, float* grad_vt,
                             int64_t heads, int64_t queries, int64_t keys, int64_t dim, int threads) {
-    backward_for<float>(dim)(q, kt, vt, allowed, out, lse, grad_out, grad_q, grad_kt, grad_vt, heads, queries, keys,
-                             dim, threads);
+    with_head_size(dim, [&](auto size) {
+        backward<float, size.value>(q, kt, vt, allowed, out, lse, grad_out, grad_q, grad_kt, grad_vt, heads, queries,
+                                    keys, dim, threads);
+    });
 }
 void attention_backward_f64(const double* q, const double* kt, const double* vt, const double* allowed,
                             const double* out, const double* lse, const double* grad_out, double* grad_q,
                             double* grad_kt, double* grad_vt, int64_t heads, int64_t queries, int64_t keys,
                             int64_t dim, int threads) {
-    backward_for<double>(dim)(q, kt, vt, allowed, out, lse, grad_out, grad_q, grad_kt, grad_vt, heads, queries, keys,
-                              dim, threads);
+    with_head_size(dim, [&](auto size) {
+        backward<double, size.value>(q, kt, vt, allowed, out, lse, grad_out, grad_q, grad_kt, grad_vt, heads, queries,
+                                     keys, dim, threads);
+    });
 }
 }
