@@ -48,11 +48,11 @@ from robustmm.missing import (
     missing_pattern,
     pattern_record,
 )
-from robustmm.models.tfr_net import KERNELS, TEXT_MODES
 from robustmm.presets import PRESET_SOURCES, Preset, check_tfr_net_overrides
 from robustmm.progress import SweepProgress
 from robustmm.settings import RunResources, SweepCommandSettings, TrainCommandSettings, load_command_settings
-from robustmm.train import TEXT_TARGETS, RunConfig, data_sha256, evaluate_checkpoint, load_features, train
+from robustmm.run_options import KERNELS, TEXT_MODES, TEXT_TARGETS
+from robustmm.train import RunConfig, data_sha256, evaluate_checkpoint, load_features, train
 
 MODEL_NAMES = ("tfr_net",)
 
