@@ -155,9 +155,11 @@ def sweep(
         text_mode,
         device,
     )
+    one_at_a_time = executor == "local" and workers == 1
     try:
         with _torch_threads(torch_threads):
-            _, preset, encoder, _, _ = _sweep_context(shared)
+            # Runs trained in other processes load the encoder's weights there: here it is checked without them.
+            _, preset, encoder, _, _ = _sweep_context(shared, load_weights=one_at_a_time)
         rates = sorted(float(rate) for rate in (preset.missing_rates if rates is None else rates))
         seeds = [int(seed) for seed in (preset.seeds if seeds is None else seeds)]
         if not rates or not seeds:
@@ -170,7 +172,6 @@ def sweep(
                 )
         out = Path(out)
         model_dir = Path(model_dir) if model_dir is not None else out / "runs"
-        one_at_a_time = executor == "local" and workers == 1
         common = dict(
             dataset=dataset,
             text_mode=text_mode,
@@ -261,16 +262,17 @@ class RunTask:
 _SWEEP_CONTEXT: dict = {}  # this process's loaded data, preset, encoder, complete-text cache and data hash
 
 
-def _sweep_context(shared: SweepData) -> tuple:
+def _sweep_context(shared: SweepData, load_weights: bool = True) -> tuple:
     """The loaded data, preset, text encoder, frozen complete-text cache and data hash of `shared`, built once per
-    process (keyed also by the file's size and time, so a rewritten file is read again)."""
+    process (keyed also by the file's size and time, so a rewritten file is read again). Without `load_weights`
+    the encoder has its tokenizer and config only, and cannot train a frozen-mode run."""
     from robustmm.text_encoder import TextEncoder
 
     try:
         stat = os.stat(shared.data)
-        key = (shared, stat.st_size, stat.st_mtime_ns)
+        key = (shared, load_weights, stat.st_size, stat.st_mtime_ns)
     except OSError:  # load_features says what is wrong with the path
-        key = (shared, None, None)
+        key = (shared, load_weights, None, None)
     if key not in _SWEEP_CONTEXT:
         _SWEEP_CONTEXT.clear()
         tfr_net = json.loads(shared.tfr_net) if shared.tfr_net else None
@@ -280,7 +282,7 @@ def _sweep_context(shared: SweepData) -> tuple:
         encoder = TextEncoder(
             shared.text_encoder or preset.text_encoder,
             device=resolve_device(shared.device),
-            load_weights=shared.text_mode == "frozen",
+            load_weights=load_weights and shared.text_mode == "frozen",
         )
         _SWEEP_CONTEXT[key] = (loaded, preset, encoder, {}, data_sha256(loaded))
     return _SWEEP_CONTEXT[key]
