@@ -491,6 +491,18 @@ def claim_run_dir(run_dir: Path, fingerprint: dict, overwrite: bool) -> None:
             file.write(json.dumps(fingerprint, indent=2).encode())
 
 
+def finished_result(run_dir: Path, fingerprint: dict) -> dict | None:
+    """The result.json of the run in `run_dir` when it is finished and has this fingerprint; else None (`train`
+    then trains, resumes or refuses it)."""
+    try:
+        recorded = json.loads((run_dir / "run.json").read_text())
+        if isinstance(recorded, dict) and not fingerprint_differences(recorded, fingerprint):
+            return json.loads((run_dir / "result.json").read_text())
+    except (OSError, ValueError):  # absent or unreadable: train says what is wrong
+        pass
+    return None
+
+
 def save_checkpoint(checkpoint: dict, path: Path) -> None:
     # Atomic, so that a run killed while saving still resumes from the previous epoch.
     with feature_data.atomic_write(path) as file:
