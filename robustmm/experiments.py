@@ -50,8 +50,8 @@ from robustmm.missing import (
 )
 from robustmm.presets import PRESET_SOURCES, Preset, check_tfr_net_overrides
 from robustmm.progress import SweepProgress
-from robustmm.settings import RunResources, SweepCommandSettings, TrainCommandSettings, load_command_settings
 from robustmm.run_options import KERNELS, TEXT_MODES, TEXT_TARGETS
+from robustmm.settings import RunResources, SweepCommandSettings, TrainCommandSettings, load_command_settings
 from robustmm.train import (
     RunConfig,
     data_sha256,

@@ -53,6 +53,7 @@ from robustmm.presets import (
 from robustmm.progress import interactive
 from robustmm.run_options import KERNELS, TEXT_MODES, TEXT_TARGETS, check_checkpointing
 
+
 @dataclass
 class RunConfig:
     """Settings of one training run; `None` takes the preset's value."""
@@ -280,6 +281,7 @@ def batches(tensors: dict, batch_size: int, device: torch.device, order: torch.T
 
 
 # ----------------------------------------------------------------------------------- model and optimiser
+
 
 def activation_bytes(tfr_net, batch_size: int, seq_lens, text_model, faithful: bool) -> tuple[int, int]:
     """Estimated activations a training step keeps for backward without checkpointing, beyond what it keeps with:

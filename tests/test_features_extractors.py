@@ -10,8 +10,8 @@ import pytest
 from skimage.data import astronaut
 from skimage.transform import resize
 
-from robustmm.features.base import create_extractor
 from robustmm.features.audio import LIBROSA_RECIPES, _check_recipe_arguments, _recipe_features
+from robustmm.features.base import create_extractor
 from robustmm.features.decode import AudioFormat, ClipError, decode_clip
 from robustmm.features.extract import extract_clip
 from robustmm.features.video import OPENFACE_SETS, head_pose, parse_openface_csv, resolve_face_model

@@ -243,7 +243,6 @@ def test_workers_of_the_robustmm_command_import_only_what_their_extractors_need(
     assert len(features["features"]) == 2 and imported == set()
 
 
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fcntl lock")
 def test_workers_extract_the_other_modalities_while_another_process_compiles_the_numba_kernels(tmp_path, monkeypatch):
     # On a fresh machine one worker compiles librosa's kernels (25 s) holding the numba cache's lock; the others
@@ -263,8 +262,9 @@ def test_workers_extract_the_other_modalities_while_another_process_compiles_the
     lock = open(tmp_path / "numba" / "robustmm.lock", "a")
     fcntl.flock(lock, fcntl.LOCK_EX)  # another process compiling the kernels
     try:
-        run = thread.submit(extract, root, settings, outputs, folder / "cache", workers=2, max_failure_share=0.0,
-                            progress=False)
+        run = thread.submit(
+            extract, root, settings, outputs, folder / "cache", workers=2, max_failure_share=0.0, progress=False
+        )
         deadline = time.monotonic() + 60
         while cached("test-vision-size") < 4 and not run.done() and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -278,6 +278,7 @@ def test_workers_extract_the_other_modalities_while_another_process_compiles_the
     assert all(report["failures"] == [] for report in reports.values())
     for output in outputs.values():
         assert [rows.tolist() for rows in read_features(output)["features"]] == [[[1.0]], [[2.0]], [[3.0]], [[4.0]]]
+
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fcntl lock")
 def test_librosa_loads_without_the_numba_cache_lock_once_it_has_loaded_into_the_cache(tmp_path):

@@ -33,7 +33,6 @@ from robustmm.presets import MODALITIES, TFRNetParams
 from robustmm.run_options import CHECKPOINTING_LEVELS, KERNELS, TEXT_MODES
 
 
-
 def sinusoidal_positions(length: int, dim: int, device: torch.device) -> torch.Tensor:
     """(length, dim) fairseq/MulT sinusoids (sin half, cos half, positions from 1)."""
     half = dim // 2
