@@ -11,7 +11,7 @@ from robustmm.errors import run_stage
 
 def main(dataset: str) -> None:
     # Imported here, not above: the extraction workers are started with multiprocessing's spawn, which runs this
-    # file again in each worker (as __mp_main__, not __main__); robustmm.settings imports torch, seconds per worker.
+    # file again in each worker (as __mp_main__, not __main__), and a worker imports only what its extractors need.
     from robustmm.features.extract import extract
     from robustmm.presets import MODALITIES
     from robustmm.settings import load_params, stage_argument

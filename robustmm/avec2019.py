@@ -27,15 +27,19 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
-import pandas as pd
 
 from robustmm import data
 from robustmm.features.video import OPENFACE_SETS
 from robustmm.presets import get_preset
-from robustmm.text_encoder import TextEncoder
+
+if TYPE_CHECKING:
+    from robustmm.text_encoder import TextEncoder
+
+# pandas and the text encoder (PyTorch) are imported where a file is read or encoded: the settings schema imports
+# this module for ImportSettings, and every stage would pay their 4 s of imports.
 
 STATISTICS = ("mean", "std")
 
@@ -194,6 +198,8 @@ def _read_header(text: io.TextIOBase, stream: Stream) -> list[str]:
 
 def pool_stream(binary: BinaryIO, stream: Stream, settings: ImportSettings) -> tuple[np.ndarray, int]:
     """Pool one feature file (read in chunks) into windows; see `WindowPool.pooled` for the result."""
+    import pandas as pd
+
     text = io.TextIOWrapper(binary, encoding="utf-8", errors="replace", newline="")
     try:
         names = _read_header(text, stream)
@@ -228,6 +234,8 @@ def pool_stream(binary: BinaryIO, stream: Stream, settings: ImportSettings) -> t
 
 def read_transcript(binary: BinaryIO) -> str:
     """The participant's utterances (`Text` ordered by `Start_Time`) joined with spaces."""
+    import pandas as pd
+
     try:
         table = pd.read_csv(binary, dtype=str, keep_default_na=False)
     except (tarfile.TarError, EOFError, zlib.error) as error:
@@ -372,6 +380,8 @@ def _find_file(data_dir: Path, names: tuple[str, ...]) -> Path | None:
 
 def read_split(path: Path) -> tuple[dict[str, float], list[tuple[str, str]]]:
     """{participant id: PHQ-8} of one split file and the rows that could not be used (id, reason)."""
+    import pandas as pd
+
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (ValueError, pd.errors.ParserError) as error:
@@ -569,6 +579,8 @@ def import_avec2019(
     for stream in STREAMS:
         dim = len(settings.statistics) * len(stream.feature_columns)
         normalisation[stream.modality] = fit_normalisation([p.feature(stream.modality) for p in rows["train"]], dim)
+    from robustmm.text_encoder import TextEncoder
+
     encoder = TextEncoder(settings.text_encoder, device=settings.device)
     output = {
         split: assemble_split(rows[split], labels[split], settings, normalisation, encoder) for split in data.SPLITS

@@ -48,11 +48,19 @@ from robustmm.missing import (
     missing_pattern,
     pattern_record,
 )
-from robustmm.models.tfr_net import KERNELS, TEXT_MODES
 from robustmm.presets import PRESET_SOURCES, Preset, check_tfr_net_overrides
 from robustmm.progress import SweepProgress
+from robustmm.run_options import KERNELS, TEXT_MODES, TEXT_TARGETS
 from robustmm.settings import RunResources, SweepCommandSettings, TrainCommandSettings, load_command_settings
-from robustmm.train import TEXT_TARGETS, RunConfig, data_sha256, evaluate_checkpoint, load_features, train
+from robustmm.train import (
+    RunConfig,
+    data_sha256,
+    evaluate_checkpoint,
+    finished_result,
+    load_features,
+    run_fingerprint,
+    train,
+)
 
 MODEL_NAMES = ("tfr_net",)
 
@@ -155,9 +163,11 @@ def sweep(
         text_mode,
         device,
     )
+    one_at_a_time = executor == "local" and workers == 1
     try:
         with _torch_threads(torch_threads):
-            _, preset, encoder, _, _ = _sweep_context(shared)
+            # Runs trained in other processes load the encoder's weights there: here it is checked without them.
+            _, preset, encoder, _, _ = _sweep_context(shared, load_weights=one_at_a_time)
         rates = sorted(float(rate) for rate in (preset.missing_rates if rates is None else rates))
         seeds = [int(seed) for seed in (preset.seeds if seeds is None else seeds)]
         if not rates or not seeds:
@@ -170,7 +180,6 @@ def sweep(
                 )
         out = Path(out)
         model_dir = Path(model_dir) if model_dir is not None else out / "runs"
-        one_at_a_time = executor == "local" and workers == 1
         common = dict(
             dataset=dataset,
             text_mode=text_mode,
@@ -261,16 +270,17 @@ class RunTask:
 _SWEEP_CONTEXT: dict = {}  # this process's loaded data, preset, encoder, complete-text cache and data hash
 
 
-def _sweep_context(shared: SweepData) -> tuple:
+def _sweep_context(shared: SweepData, load_weights: bool = True) -> tuple:
     """The loaded data, preset, text encoder, frozen complete-text cache and data hash of `shared`, built once per
-    process (keyed also by the file's size and time, so a rewritten file is read again)."""
+    process (keyed also by the file's size and time, so a rewritten file is read again). Without `load_weights`
+    the encoder has its tokenizer and config only, and cannot train a frozen-mode run."""
     from robustmm.text_encoder import TextEncoder
 
     try:
         stat = os.stat(shared.data)
-        key = (shared, stat.st_size, stat.st_mtime_ns)
+        key = (shared, load_weights, stat.st_size, stat.st_mtime_ns)
     except OSError:  # load_features says what is wrong with the path
-        key = (shared, None, None)
+        key = (shared, load_weights, None, None)
     if key not in _SWEEP_CONTEXT:
         _SWEEP_CONTEXT.clear()
         tfr_net = json.loads(shared.tfr_net) if shared.tfr_net else None
@@ -280,7 +290,7 @@ def _sweep_context(shared: SweepData) -> tuple:
         encoder = TextEncoder(
             shared.text_encoder or preset.text_encoder,
             device=resolve_device(shared.device),
-            load_weights=shared.text_mode == "frozen",
+            load_weights=load_weights and shared.text_mode == "frozen",
         )
         _SWEEP_CONTEXT[key] = (loaded, preset, encoder, {}, data_sha256(loaded))
     return _SWEEP_CONTEXT[key]
@@ -302,15 +312,22 @@ def train_run(shared: SweepData, task: RunTask) -> dict:
         data_hash=data_hash,
         overwrite=task.overwrite,
     )
+    reused = finished_before is not None and finished_before == _modified(result_path)
+    return _outcome(task, result, time.perf_counter() - started, reused)
+
+
+def _finished_outcome(shared: SweepData, task: RunTask) -> dict | None:
+    """train_run's outcome of a run already finished with this fingerprint, read from its folder; else None."""
+    _, preset, _, _, data_hash = _sweep_context(shared, load_weights=False)
+    result = finished_result(Path(task.run_dir), run_fingerprint(preset, task.config, data_hash))
+    return None if result is None else _outcome(task, result, 0.0, reused=True)
+
+
+def _outcome(task: RunTask, result: dict, seconds: float, reused: bool) -> dict:
     if not task.keep_models:
         (Path(task.run_dir) / "best.pt").unlink(missing_ok=True)
     shown = {key: result[key] for key in ("epochs", "best_epoch", "best_valid_loss", "test")}
-    return {
-        "rows": result_rows(result),
-        "result": shown,
-        "seconds": time.perf_counter() - started,
-        "reused": finished_before is not None and finished_before == _modified(result_path),
-    }
+    return {"rows": result_rows(result), "result": shown, "seconds": seconds, "reused": reused}
 
 
 def result_rows(result: dict) -> list[dict]:
@@ -370,16 +387,21 @@ def _in_order(tasks: list[RunTask], rows: dict[str, list[dict]]) -> list[dict]:
 def _run_in_processes(
     shared: SweepData, tasks: list[RunTask], workers: int, torch_threads: int | None, shown: SweepProgress
 ) -> list[dict]:
-    """`workers` runs at once, each process loading the data once; the rows in the order of `tasks`."""
-    if not tasks:
-        return []
+    """`workers` runs at once, each process loading the data once; the rows in the order of `tasks`. Finished
+    runs are read here, and no process starts for them (a worker's start-up takes seconds)."""
+    finished = {task.run_dir: outcome for task in tasks if (outcome := _finished_outcome(shared, task)) is not None}
+    rows = collect_rows(((task, finished[task.run_dir]) for task in tasks if task.run_dir in finished), shown)
+    to_train = [task for task in tasks if task.run_dir not in finished]
+    if not to_train:
+        return _in_order(tasks, rows)
     context = multiprocessing.get_context("spawn")  # no forked copies of PyTorch's thread pools
     with ProcessPoolExecutor(
-        min(workers, len(tasks)), mp_context=context, initializer=_start_worker, initargs=(torch_threads,)
+        min(workers, len(to_train)), mp_context=context, initializer=_start_worker, initargs=(torch_threads,)
     ) as pool:
-        futures = {pool.submit(train_run, shared, task): task for task in tasks}
+        futures = {pool.submit(train_run, shared, task): task for task in to_train}
         try:
-            rows = collect_rows(((futures[future], future.result()) for future in as_completed(futures)), shown)
+            done = ((futures[future], future.result()) for future in as_completed(futures))
+            rows |= collect_rows(done, shown)
         except BrokenProcessPool:
             raise RuntimeError(
                 "a sweep worker process died (killed or out of memory); finished runs are kept, "

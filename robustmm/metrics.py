@@ -8,7 +8,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from sklearn.metrics import f1_score
 
 FAMILIES = ("mosi", "sims", "avec")
 
@@ -40,6 +39,9 @@ def _pearson(y_pred: np.ndarray, y_true: np.ndarray) -> float:
 def _weighted_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     if len(y_true) == 0:
         return float("nan")
+    # Imported here: scikit-learn takes a second to import, and the settings schema (every stage) imports this module.
+    from sklearn.metrics import f1_score
+
     return float(f1_score(y_true, y_pred, average="weighted", zero_division=0))
 
 

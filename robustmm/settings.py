@@ -43,9 +43,8 @@ from robustmm.missing import (
     TrainOnce,
     check_missing_seeds,
 )
-from robustmm.models.tfr_net import KERNELS, TEXT_MODES
 from robustmm.presets import KEY_METRICS, MODALITIES, PRESET_SOURCES, PRESETS, check_tfr_net_overrides
-from robustmm.train import TEXT_TARGETS, check_checkpointing
+from robustmm.run_options import KERNELS, TEXT_MODES, TEXT_TARGETS, check_checkpointing
 
 PARAMS_FILE = "params.yaml"
 

@@ -41,7 +41,7 @@ from robustmm.missing import (
     mask_seeds,
     pattern_record,
 )
-from robustmm.models.tfr_net import CHECKPOINTING_LEVELS, KERNELS, TEXT_MODES, TFRNet
+from robustmm.models.tfr_net import TFRNet
 from robustmm.presets import (
     Preset,
     check_preset_source,
@@ -51,8 +51,7 @@ from robustmm.presets import (
     override_tfr_net,
 )
 from robustmm.progress import interactive
-
-TEXT_TARGETS = ("encoder", "file")
+from robustmm.run_options import KERNELS, TEXT_MODES, TEXT_TARGETS, check_checkpointing
 
 
 @dataclass
@@ -70,7 +69,7 @@ class RunConfig:
     device: str = "auto"
     amp: bool = False
     checkpointing: bool | str = "auto"  # recompute activations in backward: True, False, "text-encoder", or "auto"
-    kernels: str = "auto"  # tfr_net.KERNELS: "auto" (robustmm's compiled CPU kernels where they apply) or "pytorch"
+    kernels: str = "auto"  # run_options.KERNELS: "auto" (robustmm's compiled CPU kernels where they apply) or "pytorch"
     max_epochs: int | None = None
     batch_size: int | None = None
     progress: bool = True
@@ -283,14 +282,6 @@ def batches(tensors: dict, batch_size: int, device: torch.device, order: torch.T
 
 # ----------------------------------------------------------------------------------- model and optimiser
 
-CHECKPOINTING = ("auto", *CHECKPOINTING_LEVELS)
-
-
-def check_checkpointing(value) -> bool | str:
-    if value not in CHECKPOINTING or isinstance(value, (int, float)) and not isinstance(value, bool):
-        raise ValueError(f"checkpointing {value!r}: expected auto, true, false or text-encoder")
-    return value
-
 
 def activation_bytes(tfr_net, batch_size: int, seq_lens, text_model, faithful: bool) -> tuple[int, int]:
     """Estimated activations a training step keeps for backward without checkpointing, beyond what it keeps with:
@@ -500,6 +491,18 @@ def claim_run_dir(run_dir: Path, fingerprint: dict, overwrite: bool) -> None:
     if not record.exists():
         with feature_data.atomic_write(record) as file:
             file.write(json.dumps(fingerprint, indent=2).encode())
+
+
+def finished_result(run_dir: Path, fingerprint: dict) -> dict | None:
+    """The result.json of the run in `run_dir` when it is finished and has this fingerprint; else None (`train`
+    then trains, resumes or refuses it)."""
+    try:
+        recorded = json.loads((run_dir / "run.json").read_text())
+        if isinstance(recorded, dict) and not fingerprint_differences(recorded, fingerprint):
+            return json.loads((run_dir / "result.json").read_text())
+    except (OSError, ValueError):  # absent or unreadable: train says what is wrong
+        pass
+    return None
 
 
 def save_checkpoint(checkpoint: dict, path: Path) -> None:

@@ -1,6 +1,6 @@
 """Test-only extractors: one whose worker process dies on a chosen clip, one that says which heavy modules its
-worker imported (the spawned workers import them by module name; tests register them only while they run, so the
-registry other tests see stays the real one)."""
+worker imported, two that give each clip's size, one loaded as librosa is (the spawned workers import them by
+module name; tests register them only while they run, so the registry other tests see stays the real one)."""
 
 import os
 import signal
@@ -85,3 +85,17 @@ class ModuleProbeExtractor(CrashingExtractor):
 
     def extract_file(self, path: Path) -> tuple[np.ndarray, dict]:
         return np.array([[module in sys.modules for module in PROBED_MODULES]], np.float32), {}
+
+
+class CompiledSizeExtractor(CrashingExtractor):
+    """Audio loaded as librosa is, through the numba cache's lock (uses_jit_cache). One row per clip: its size."""
+
+    name = "test-compiled-size"
+    uses_jit_cache = True
+
+
+class VisionSizeExtractor(CrashingExtractor):
+    """Vision without numba kernels. One row per clip: its size."""
+
+    name = "test-vision-size"
+    modality = "vision"

@@ -23,6 +23,7 @@ from test_sweep import feature_file  # noqa: F401 - a small SIMS-shaped feature 
 
 import robustmm
 from robustmm import data as feature_data
+from robustmm import experiments
 from robustmm.cli import main
 from robustmm.executors import Shard
 from robustmm.features.base import EXTRACTORS, register
@@ -191,9 +192,15 @@ def assert_same_sweep(out: Path, reference) -> None:
     assert metrics == reference[1]
 
 
-def test_parallel_local_runs_give_the_serial_results(feature_file, serial_sweep, tmp_path):
+def test_parallel_local_runs_give_the_serial_results(feature_file, serial_sweep, tmp_path, monkeypatch):
     robustmm.sweep(feature_file, "sims", rates=RATES, seeds=SEEDS, out=tmp_path, workers=2, **FAST)
     assert_same_sweep(tmp_path, serial_sweep)
+    # Finished runs are read in the sweep's own process: no worker starts (each took seconds to start).
+    stamps = {path: path.stat().st_mtime_ns for path in tmp_path.glob("runs/*/result.json")}
+    monkeypatch.setattr(experiments, "ProcessPoolExecutor", None)
+    robustmm.sweep(feature_file, "sims", rates=RATES, seeds=SEEDS, out=tmp_path, workers=2, **FAST)
+    assert_same_sweep(tmp_path, serial_sweep)
+    assert {path: path.stat().st_mtime_ns for path in tmp_path.glob("runs/*/result.json")} == stamps
 
 
 def test_a_ray_sweep_gives_the_local_results_and_reuses_finished_runs(

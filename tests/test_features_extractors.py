@@ -10,6 +10,7 @@ import pytest
 from skimage.data import astronaut
 from skimage.transform import resize
 
+from robustmm.features.audio import LIBROSA_RECIPES, _check_recipe_arguments, _recipe_features
 from robustmm.features.base import create_extractor
 from robustmm.features.decode import AudioFormat, ClipError, decode_clip
 from robustmm.features.extract import extract_clip
@@ -306,6 +307,10 @@ def test_librosa_recipes_names_and_checks():
     ):
         with pytest.raises(ValueError, match=message):
             create_extractor("librosa", {"recipe": recipe})
+    # A named recipe's arguments are not checked against librosa when a config is made (that import takes
+    # seconds in every stage): they must be right here.
+    for recipe in LIBROSA_RECIPES.values():
+        _check_recipe_arguments(_recipe_features(recipe["features"]))
 
 
 def test_opensmile_lld_names_are_egemaps():

@@ -244,6 +244,43 @@ def test_workers_of_the_robustmm_command_import_only_what_their_extractors_need(
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fcntl lock")
+def test_workers_extract_the_other_modalities_while_another_process_compiles_the_numba_kernels(tmp_path, monkeypatch):
+    # On a fresh machine one worker compiles librosa's kernels (25 s) holding the numba cache's lock; the others
+    # waited for it with their cores idle. They now take the clips' vision meanwhile, and the audio afterwards.
+    import fcntl
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "numba"))  # the workers inherit it
+    (tmp_path / "numba").mkdir()
+    for extractor in (crashing_extractor.CompiledSizeExtractor, crashing_extractor.VisionSizeExtractor):
+        monkeypatch.setitem(EXTRACTORS, extractor.name, extractor)  # registered while the test runs
+    root, folder = write_byte_clips(tmp_path / "d", 4), tmp_path / "out"
+    settings = {"audio": ("test-compiled-size", {}), "vision": ("test-vision-size", {})}
+    outputs = {modality: folder / f"{modality}.pkl" for modality in settings}
+    cached = lambda name: len(list((folder / "cache" / name).rglob("*.npz")))  # noqa: E731
+    thread = ThreadPoolExecutor(1)
+    lock = open(tmp_path / "numba" / "robustmm.lock", "a")
+    fcntl.flock(lock, fcntl.LOCK_EX)  # another process compiling the kernels
+    try:
+        run = thread.submit(
+            extract, root, settings, outputs, folder / "cache", workers=2, max_failure_share=0.0, progress=False
+        )
+        deadline = time.monotonic() + 60
+        while cached("test-vision-size") < 4 and not run.done() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        done_meanwhile = (cached("test-vision-size"), cached("test-compiled-size"))
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
+    reports = run.result(timeout=120)
+    thread.shutdown()
+    assert done_meanwhile == (4, 0)
+    assert all(report["failures"] == [] for report in reports.values())
+    for output in outputs.values():
+        assert [rows.tolist() for rows in read_features(output)["features"]] == [[[1.0]], [[2.0]], [[3.0]], [[4.0]]]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fcntl lock")
 def test_librosa_loads_without_the_numba_cache_lock_once_it_has_loaded_into_the_cache(tmp_path):
     script = textwrap.dedent("""
         from robustmm.features.base import create_extractor

@@ -449,3 +449,17 @@ def test_a_stage_reports_bad_inputs_and_arguments_without_a_traceback(tmp_path):
     )
     usage = run_script(tmp_path, "extract.py", "demo", "audio")
     assert usage.returncode == 2 and usage.stderr.strip() == "usage: python pipeline/extract.py DATASET"
+
+
+def test_checking_settings_and_the_stages_that_never_train_import_no_heavy_library():
+    # Each stage is a process of its own: PyTorch, scikit-learn, pandas and librosa took 5 s of every start,
+    # most of the assemble and report stages' time. The params check (all sections) must not need them.
+    code = (
+        "import sys; from robustmm.settings import load_params; import robustmm.features.assemble, "
+        "robustmm.report, robustmm.features.extract; "
+        "load_params('params.yaml'); "
+        "print(' '.join(m for m in ('torch', 'sklearn', 'pandas', 'librosa', 'transformers') if m in sys.modules))"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ""

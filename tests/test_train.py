@@ -12,6 +12,7 @@ from fast_runs import command
 
 import robustmm
 from robustmm import data as feature_data
+from robustmm import run_options
 from robustmm import train as training
 from robustmm.cli import main
 from robustmm.missing import TrainOnce
@@ -403,7 +404,7 @@ def test_checkpointing_setting_is_checked_and_leaves_the_fingerprint_alone():
     preset = get_preset("mosi")
     fingerprints = [
         training.run_fingerprint(preset, RunConfig(dataset="mosi", checkpointing=value), "0")
-        for value in training.CHECKPOINTING
+        for value in run_options.CHECKPOINTING
     ]
     assert all(fingerprint == fingerprints[0] for fingerprint in fingerprints)
 

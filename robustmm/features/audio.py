@@ -152,15 +152,21 @@ def _recipe_features(recipe) -> list[tuple[str, dict]]:
         if reserved:
             raise ValueError(f"librosa: recipe feature {name!r} sets {', '.join(reserved)}: the recipe's sample_rate, "
                              "n_fft and hop_length apply to every feature")
-        import librosa
+        features.append((name, args))
+    return features
 
+
+def _check_recipe_arguments(features: list[tuple[str, dict]]) -> None:
+    """Refuse arguments that a recipe's librosa.feature functions do not take. Only a recipe given as a list is
+    checked: importing librosa takes seconds (numba), and every stage checks params.yaml."""
+    import librosa
+
+    for name, args in features:
         parameters = inspect.signature(getattr(librosa.feature, name)).parameters
         takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
         unknown = sorted(set(args) - set(parameters))
         if unknown and not takes_any:
             raise ValueError(f"librosa: recipe feature {name!r} has no argument(s) {', '.join(unknown)}")
-        features.append((name, args))
-    return features
 
 
 @dataclass
@@ -175,7 +181,9 @@ class LibrosaConfig(AudioDecoding):
         super().__post_init__()
         if isinstance(self.recipe, str) and self.recipe not in LIBROSA_RECIPES:
             raise ValueError(f"librosa: unknown recipe {self.recipe!r}; known: {', '.join(LIBROSA_RECIPES)} or a list")
-        _recipe_features(self.features)
+        features = _recipe_features(self.features)
+        if not isinstance(self.recipe, str):
+            _check_recipe_arguments(features)
 
     @property
     def features(self) -> list:

@@ -146,19 +146,24 @@ def jit_cache_marker(extractors: list[Extractor]) -> Path:
 
 
 @contextlib.contextmanager
-def jit_cache_lock():
+def jit_cache_lock(wait: bool = True):
     """Hold the numba cache's lock: one process at a time loads extractors, so the first compiles and writes the
-    kernels and the others find them complete (numba itself does not lock its cache files)."""
+    kernels and the others find them complete (numba itself does not lock its cache files). Yields whether the
+    lock is held: with `wait=False`, False at once when another process holds it."""
     folder = use_private_jit_cache()
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "robustmm.lock", "a") as lock:
         try:
             import fcntl
         except ImportError:  # no fcntl (Windows): processes load without the lock
-            yield
+            yield True
             return
-        fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            yield
+            fcntl.flock(lock, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)

@@ -129,23 +129,38 @@ def _warn(message: str) -> None:
 
 
 def _load_extractors(extractors: list[Extractor]) -> None:
-    """Load every extractor; those using numba's disk cache one process at a time (jit_cache_lock) until one
-    process has loaded them into it (jit_cache_marker), then side by side; the rest first, beside the other
-    workers (MediaPipe's import alone takes seconds)."""
+    """Load every extractor: those without numba kernels first, beside the other workers (MediaPipe's import
+    alone takes seconds), then those with (_load_compiled)."""
+    _load_uncompiled(extractors)
+    _load_compiled(extractors)
+
+
+def _load_uncompiled(extractors: list[Extractor]) -> None:
     for extractor in extractors:
         if not extractor.uses_jit_cache:
             extractor.load()
-    if compiled := [extractor for extractor in extractors if extractor.uses_jit_cache]:
-        marker = jit_cache_marker(compiled)
-        if marker.is_file():
-            for extractor in compiled:
-                extractor.load()
-            return
-        with jit_cache_lock():
-            for extractor in compiled:
-                extractor.load()
-            if librosa_caches_privately():
-                marker.touch()
+
+
+def _load_compiled(extractors: list[Extractor], wait: bool = True) -> bool:
+    """Load the extractors using numba's disk cache: one process at a time (jit_cache_lock) until one process has
+    loaded them into it (jit_cache_marker), then side by side. Returns whether they are loaded: with
+    `wait=False`, not while another process holds the lock (it is compiling them: 25 s for librosa's)."""
+    compiled = [extractor for extractor in extractors if extractor.uses_jit_cache]
+    if not compiled:
+        return True
+    marker = jit_cache_marker(compiled)
+    if marker.is_file():
+        for extractor in compiled:
+            extractor.load()
+        return True
+    with jit_cache_lock(wait) as held:
+        if not held:
+            return False
+        for extractor in compiled:
+            extractor.load()
+        if librosa_caches_privately():
+            marker.touch()
+    return True
 
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -166,18 +181,34 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
+def _loading(load: Callable[[], bool | None]) -> bool | None:
+    try:
+        return load()
+    except Exception as error:
+        raise RuntimeError(f"loading the extractors failed: {type(error).__name__}: {error}") from error
+
+
 def _worker_main(connection: Connection, specs: list[tuple[type[Extractor], object]], parent_pid: int) -> None:
-    """One worker process: load the extractors, then extract the jobs the parent sends until it sends None."""
+    """One worker process: load the extractors, then extract the jobs the parent sends until it sends None. It
+    says ("ready", complete) when it can take jobs, complete once every extractor is loaded."""
     _die_with_parent(parent_pid)
     threadpool_limits(limits=1, user_api="blas")  # one core per worker (see extract_in_this_process)
     extractors = [cls(config) for cls, config in specs]
     try:
-        try:
-            _load_extractors(extractors)
-        except Exception as error:
-            raise RuntimeError(f"loading the extractors failed: {type(error).__name__}: {error}") from error
-        connection.send(("ready", None))
-        while (job := connection.recv()) is not None:
+        _loading(lambda: _load_uncompiled(extractors))
+        complete = _loading(lambda: _load_compiled(extractors, wait=False))
+        connection.send(("ready", complete))
+        while True:
+            if not complete:
+                # Another worker is compiling the numba kernels into the cache (a fresh machine's first run): this
+                # one extracts what needs none of them (the parent sends only that), and loads them from the
+                # cache once the other lets go of its lock, trying between jobs and while idle.
+                if complete := _loading(lambda: _load_compiled(extractors, wait=False)):
+                    connection.send(("ready", True))
+                elif not connection.poll(0.25):
+                    continue
+            if (job := connection.recv()) is None:
+                break
             connection.send(("done", _run_job(job, extractors)))
     except EOFError:  # the parent has gone
         pass
@@ -220,6 +251,7 @@ class _Worker:
     connection: Connection
     job: _Job | None = None
     ready: bool = False
+    complete: bool = False  # every extractor loaded (else only those without numba kernels)
 
 
 class _WorkerPool:
@@ -247,6 +279,7 @@ class _WorkerPool:
 
     def run(self, jobs: list[_Job], on_done: Callable[[], None]) -> dict[tuple[int, str], ClipResult]:
         pending, attempts, uncached = deque(jobs), Counter(), {}
+        self.parts_left = Counter()  # clip id -> its jobs still to finish beyond one (a clip split in _dispatch)
         try:
             while pending or any(worker.job for worker in self.workers):
                 self._dispatch(pending)
@@ -268,25 +301,52 @@ class _WorkerPool:
                         continue
                     if kind == "error":
                         raise RuntimeError(payload)
-                    if kind == "done":
+                    if kind == "ready":  # may come while a job is on its way to the worker
+                        worker.ready, worker.complete, self.failed_starts = True, payload, 0
+                    elif kind == "done":
                         clip_id, results = payload
                         uncached.update({(i, clip_id): result for i, result in results.items()})
-                        on_done()
-                    worker.ready, worker.job, self.failed_starts = True, None, 0
+                        self._finished(clip_id, on_done)
+                        worker.job = None
         finally:
             self._stop()
         return uncached
 
     def _dispatch(self, pending: deque) -> None:
-        """Give each idle worker the next job (a job can come back to the queue when its worker died)."""
+        """Give each idle worker the next job it can do (a job can come back to the queue when its worker died)."""
         for worker in self.workers:
             if worker.ready and worker.job is None and pending:
-                job = pending.popleft()
+                job = pending.popleft() if worker.complete else self._uncompiled_part(pending)
+                if job is None:
+                    continue
                 try:
                     worker.connection.send(job)
                     worker.job = job
                 except OSError:  # the worker is exiting: its death is handled when its sentinel fires
                     pending.appendleft(job)
+
+    def _uncompiled_part(self, pending: deque) -> _Job | None:
+        """For a worker without the numba extractors: the first queued clip's other extractors, taken out of the
+        queue (its numba ones stay in its place, a job of their own; the clip is decoded twice)."""
+        for index, job in enumerate(pending):
+            part = tuple(entry for entry in job.entries if not self.extractors[entry[0]].uses_jit_cache)
+            if not part:
+                continue
+            rest = tuple(entry for entry in job.entries if self.extractors[entry[0]].uses_jit_cache)
+            if rest:
+                pending[index] = _Job(job.clip_id, job.path, rest)
+                self.parts_left[job.clip_id] += 1
+            else:
+                del pending[index]
+            return _Job(job.clip_id, job.path, part)
+        return None
+
+    def _finished(self, clip_id: str, on_done: Callable[[], None]) -> None:
+        """One job of the clip has ended: the clip has when its last part has."""
+        if self.parts_left[clip_id]:
+            self.parts_left[clip_id] -= 1
+        else:
+            on_done()
 
     def _on_death(self, worker: _Worker, pending: deque, attempts: Counter, uncached: dict, on_done: Callable[[], None]) -> None:
         worker.process.join()
@@ -302,7 +362,7 @@ class _WorkerPool:
                 raise RuntimeError(f"{self.failed_starts} extraction workers in a row died while loading the extractors "
                                    f"(the last {cause}); try --workers 1 to see the error")
             return
-        retry_or_report(job, cause, self.extractors, pending, attempts, uncached, on_done)
+        retry_or_report(job, cause, self.extractors, pending, attempts, uncached, lambda: self._finished(job.clip_id, on_done))
 
     def _stop(self) -> None:
         for worker in self.workers:

@@ -30,12 +30,7 @@ from robustmm.models import kernels
 from robustmm.models.kernels import KernelDropout, SmallHeadAttention
 from robustmm.models.simam import SimAM
 from robustmm.presets import MODALITIES, TFRNetParams
-
-TEXT_MODES = ("finetune", "frozen")
-CHECKPOINTING_LEVELS = (True, False, "text-encoder")  # see TFRNet
-# "auto": robustmm.models.kernels where they apply (CPU: attention of heads of up to 8 dimensions, dropout), else
-# PyTorch's; "pytorch": PyTorch's always.
-KERNELS = ("auto", "pytorch")
+from robustmm.run_options import CHECKPOINTING_LEVELS, KERNELS, TEXT_MODES
 
 
 def sinusoidal_positions(length: int, dim: int, device: torch.device) -> torch.Tensor:
