@@ -424,10 +424,10 @@ def test_runs_training_at_once_in_one_repository_leave_dvclives_vscode_signal_al
     (tmp_path / ".dvc").mkdir()
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DVC_ROOT", raising=False)
+    signal = tmp_path / ".dvc" / "tmp" / "exps" / "run" / "DVCLIVE_STEP_COMPLETED"
     live = training.open_training_log(tmp_path / "run", [])
     training.log_epoch(live, {"epoch": 0, "train_loss": 1.0, "valid_loss": 1.0, "learning_rate": 1e-3})
-    assert not (tmp_path / ".dvc" / "tmp" / "exps" / "run" / "DVCLIVE_STEP_COMPLETED").exists()
-    signal = tmp_path / ".dvc" / "tmp" / "exps" / "run" / "DVCLIVE_STEP_COMPLETED"
+    assert not signal.exists()
     signal.parent.mkdir(parents=True)
     signal.write_text("another run's")
     training.close_training_log(live, {"epochs": 1, "best_epoch": 0, "best_valid_loss": 1.0, "test": {"MAE": 0.5}})
